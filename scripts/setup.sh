@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent set-up used by the README's two commands and by CI.
+#   - Debian's libosmesa6 for headless MuJoCo rendering on CPU (when we may install system packages);
+#   - a virtual environment in .venv (override with VENV=...);
+#   - PyTorch: the CUDA build when an NVIDIA GPU is visible, otherwise the CPU build
+#     (so a laptop or CI machine never pulls several GB of CUDA libraries);
+#   - this package, editable, with the dev, llm and cluster extras.
+# Re-running is cheap: the pip step only runs again when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+CPU_TORCH_INDEX=${CPU_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+if ! has_gpu && ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[setup] installing libosmesa6 (headless rendering)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null) \
+            || echo "[setup] warning: could not install libosmesa6; pixel observations will not render"
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        echo "[setup] installing libosmesa6 (headless rendering)"
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null \
+            || echo "[setup] warning: could not install libosmesa6; pixel observations will not render"
+    else
+        echo "[setup] warning: libOSMesa not found and no root; install Debian's libosmesa6 for headless rendering"
+    fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+stamp="$VENV/.embodied_rl-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+    "${PIP[@]}" install --upgrade pip
+    if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+        if has_gpu; then
+            echo "[setup] NVIDIA GPU found: installing the CUDA build of torch==$TORCH_VERSION"
+            "${PIP[@]}" install "torch==$TORCH_VERSION"
+        elif "${PIP[@]}" install --no-index --no-deps "torch==$TORCH_VERSION" 2>/dev/null; then
+            echo "[setup] no GPU: installed torch==$TORCH_VERSION from a local wheel (its dependencies come next)"
+        else
+            echo "[setup] no GPU: installing the CPU build of torch==$TORCH_VERSION"
+            "${PIP[@]}" install --retries 2 "torch==$TORCH_VERSION" --extra-index-url "$CPU_TORCH_INDEX"
+        fi
+    fi
+    echo "[setup] installing embodied_rl with extras dev, llm, cluster"
+    "${PIP[@]}" install -e ".[dev,llm,cluster]"
+    touch "$stamp"
+fi
