@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Locomotion offline results of README "Results": the D4RL recipe on our own SAC run, then IQL, 3 seeds.
-#   STEPS=50000 UPDATES=15000 bash scripts/locomotion_results.sh      # what the README reports (2-core CPU)
+#   STEPS=100000 UPDATES=15000 EPISODES=100 JOBS=1 TASK=Walker2d-v5 bash scripts/locomotion_results.sh
+#                                       # what the README reports (2-core CPU; one task per core, run side by side)
 #   STEPS=1000000 UPDATES=1000000 TASK=Walker2d-v5 DEVICE=cuda bash scripts/locomotion_results.sh   # D4RL scale
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TASK=${TASK:-Hopper-v5}
-STEPS=${STEPS:-50000}
+STEPS=${STEPS:-100000}
+EPISODES=${EPISODES:-100}             # episodes per rollout tier (medium-replay is the replay buffer)
+OVERWRITE=${OVERWRITE:-0}             # 1: rebuild datasets that already exist
 UPDATES=${UPDATES:-15000}
 JOBS=${JOBS:-2}
 DEVICE=${DEVICE:-auto}
@@ -23,7 +26,8 @@ if [[ ! -f $RUN/results.json ]]; then
         trainer.eval_episodes=5 trainer.eval_videos=0 trainer.progress=false overwrite=true
 fi
 # 2. random / medium / medium-replay / expert datasets from it
-$PY scripts/make_datasets.py mujoco --task "$TASK" --run "$RUN" --episodes 20 --no-progress
+$PY scripts/make_datasets.py mujoco --task "$TASK" --run "$RUN" --episodes "$EPISODES" --no-progress \
+    $([[ $OVERWRITE == 1 ]] && echo --overwrite)
 # 3. IQL on each tier, 3 seeds (CORL's reward scaling for locomotion)
 $PY scripts/train.py -m experiment=iql env=mujoco env.task="mujoco/$TASK" device="$DEVICE" \
     trainer.dataset=${TIERS:-medium,medium-replay} trainer.reward.normalize=returns \

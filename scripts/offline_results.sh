@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Offline results of README "Results": IQL on Meta-World tiers and the SS-ORL arms + window ablation, 3 seeds,
+# Offline results of README "Results": IQL on Meta-World tiers and the SS-ORL arms + window ablation (via
+# scripts/ssorl_results.sh), 3 seeds,
 # as local Hydra sweeps (joblib launcher), then tables. Build the datasets first:
 #   python scripts/make_datasets.py metaworld --tasks drawer-open-v3,button-press-v3 --episodes 50
 #   UPDATES=15000 JOBS=2 bash scripts/offline_results.sh        # what the README reports (2-core CPU)
@@ -19,20 +20,11 @@ COMMON=(trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) tra
 
 # IQL on two quality tiers
 $PY scripts/train.py -m experiment=iql env.task="$TASKS" trainer.dataset=medium,mixed "${COMMON[@]}"
-# SS-ORL: three arms on the mixed tier (10 % labelled, from the lower half of returns)
-$PY scripts/train.py -m experiment=ssorl env=metaworld env.task="$TASKS" trainer.dataset=mixed \
-    trainer.reward.normalize=none ssorl.arm=labelled_only,semi_supervised,oracle ssorl.idm.steps="$IDM_STEPS" \
-    ssorl.idm.progress=false "${COMMON[@]}"
-# window-size ablation of the inverse dynamics model (k = 1 is the semi_supervised arm above)
-$PY scripts/train.py -m experiment=ssorl env=metaworld env.task=metaworld/drawer-open-v3 trainer.dataset=mixed \
-    trainer.reward.normalize=none ssorl.arm=semi_supervised ssorl.window=0,2 ssorl.idm.steps="$IDM_STEPS" \
-    ssorl.idm.progress=false "${COMMON[@]}"
+# SS-ORL: three arms on the mixed tier (10 % labelled, from the lower half of returns) + window ablation
+ENV=metaworld TASKS="$TASKS" DATASET=mixed REWARD=none UPDATES="$UPDATES" IDM_STEPS="$IDM_STEPS" JOBS="$JOBS" \
+    ABLATION_TASK=metaworld/drawer-open-v3 bash scripts/ssorl_results.sh
 
 mkdir -p docs/results
 {
   echo "## IQL"; $PY scripts/summarize.py runs/iql_medium runs/iql_mixed --metric success_rate --metric normalized_score
-  echo; echo "## SS-ORL"; $PY scripts/summarize.py runs/ssorl_iql_* --metric success_rate --metric normalized_score
-  for run in runs/ssorl_iql_mixed_semi_supervised_k*/metaworld/*/seed*; do
-    echo "$run proxy-action MSE $(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['proxy_action_mse'], 4))" "$run/ssorl.json")"
-  done
 } | tee docs/results/offline_metaworld.md

@@ -56,8 +56,8 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.bc import GaussianActor, OfflineAgentBase
 from embodied_rl.agents.common import make_adam, maybe_compile, maybe_cuda_graph, soft_update_
+from embodied_rl.agents.offline import GaussianActor, OfflineAgentBase
 from embodied_rl.nn import EnsembleMLP, mlp
 
 

@@ -194,9 +194,9 @@ class SAC:
         self.encoder = ObservationEncoder(self.observation_space, **self.encoder_kwargs).to(device)
         self.has_pixels = self.encoder.has_pixels
         feature_dim = self.encoder.out_dim
-        self.actor = Actor(
-            feature_dim, self.action_dim, self.hidden_dims, self.activation, self.log_std_bounds
-        ).to(device)
+        self.actor = Actor(feature_dim, self.action_dim, self.hidden_dims, self.activation, self.log_std_bounds).to(
+            device
+        )
         self.critic = Critic(
             feature_dim,
             self.action_dim,
@@ -206,9 +206,7 @@ class SAC:
             self.critic_layer_norm,
         ).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.tensor(
-            float(np.log(self.init_alpha)), device=device, requires_grad=self.learn_alpha
-        )
+        self.log_alpha = torch.tensor(float(np.log(self.init_alpha)), device=device, requires_grad=self.learn_alpha)
         low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=device)
         high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=device)
         self.action_scale, self.action_bias = (high - low) / 2.0, (high + low) / 2.0  # (A,)
@@ -318,9 +316,7 @@ class SAC:
             loss = loss + temperature_loss
         return loss, metrics
 
-    def _backward_and_step(
-        self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer
-    ) -> torch.Tensor | None:
+    def _backward_and_step(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> torch.Tensor | None:
         """Backward, optional gradient-norm clipping of the first optimiser's parameters (returns their
         pre-clip norm), then a step of every optimiser."""
         for optimizer in optimizers:
@@ -373,9 +369,7 @@ class SAC:
             fields["reward"].reshape(-1),
             fields["terminated"].reshape(-1),
         )  # (B,), never (B, 1)
-        metrics, features = self._critic_step(
-            fields["obs"], fields["action"], reward, fields["next_obs"], terminated
-        )
+        metrics, features = self._critic_step(fields["obs"], fields["action"], reward, fields["next_obs"], terminated)
         self.num_updates += 1
         if self.num_updates % self.actor_update_every == 0:
             self._last_actor_metrics = self._actor_step(features)

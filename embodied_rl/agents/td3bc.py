@@ -44,7 +44,6 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.bc import DeterministicActor, OfflineAgentBase
 from embodied_rl.agents.common import (
     detached_parameters,
     make_adam,
@@ -53,6 +52,7 @@ from embodied_rl.agents.common import (
     soft_update_,
 )
 from embodied_rl.agents.iql import Critic
+from embodied_rl.agents.offline import DeterministicActor, OfflineAgentBase
 
 
 class TD3BC(OfflineAgentBase):

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# SS-ORL results of README "Results": the three arms (labelled-only, semi-supervised, oracle) on each task, 3 seeds,
+# then the IDM window-size ablation (k = 0, 2; k = 1 is the semi-supervised arm) on the first task, then a table.
+#   bash scripts/ssorl_results.sh                 # Hopper medium-replay from scripts/locomotion_results.sh (default)
+#   ENV=metaworld TASKS=metaworld/drawer-open-v3,metaworld/button-press-v3 DATASET=mixed REWARD=none \
+#       bash scripts/ssorl_results.sh             # the Meta-World mixed tier (scripts/offline_results.sh does this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+ENV=${ENV:-mujoco}
+TASKS=${TASKS:-mujoco/Hopper-v5}
+DATASET=${DATASET:-medium-replay}
+REWARD=${REWARD:-returns}               # CORL's reward scaling for locomotion; none for Meta-World
+UPDATES=${UPDATES:-15000}
+IDM_STEPS=${IDM_STEPS:-5000}
+JOBS=${JOBS:-2}
+SEEDS=${SEEDS:-1,2,3}
+ABLATION_TASK=${ABLATION_TASK:-${TASKS%%,*}}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export MUJOCO_GL=${MUJOCO_GL:-osmesa}
+PY=.venv/bin/python
+COMMON=(experiment=ssorl env="$ENV" trainer.dataset="$DATASET" trainer.reward.normalize="$REWARD"
+        ssorl.idm.steps="$IDM_STEPS" ssorl.idm.progress=false
+        trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) trainer.eval_episodes=10
+        trainer.eval_videos=0 trainer.checkpoint_every="$UPDATES" trainer.progress=false seed="$SEEDS"
+        hydra/launcher=local hydra.launcher.n_jobs="$JOBS")
+
+$PY scripts/train.py -m env.task="$TASKS" ssorl.arm=labelled_only,semi_supervised,oracle "${COMMON[@]}"
+$PY scripts/train.py -m env.task="$ABLATION_TASK" ssorl.arm=semi_supervised ssorl.window=0,2 "${COMMON[@]}"
+
+mkdir -p docs/results
+{
+  echo "## SS-ORL on $DATASET ($TASKS)"
+  $PY scripts/summarize.py runs/ssorl_iql_"$DATASET"_* --metric success_rate --metric return_mean --metric normalized_score
+  echo; echo "## proxy-action MSE of the inverse dynamics model on the unlabelled part"
+  for run in runs/ssorl_iql_"$DATASET"_semi_supervised_k*/*/*/seed*; do
+    echo "$run $($PY -c "import json,sys; print(round(json.load(open(sys.argv[1]))['proxy_action_mse'], 4))" "$run/ssorl.json")"
+  done
+} | tee "docs/results/ssorl_${ENV}_${DATASET}.md"
