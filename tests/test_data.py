@@ -100,9 +100,7 @@ def test_dict_observations_round_trip_and_obs_key():
     pixels = np.zeros((5, 8, 8, 3), np.uint8)
     trajectory.observations = {"state": trajectory.observations, "pixels": pixels}
     obs_space = gym.spaces.Dict({"state": spaces()[0], "pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)})
-    write_dataset(
-        [trajectory], "embodied_rl/dict/a-v0", observation_space=obs_space, action_space=spaces()[1]
-    )
+    write_dataset([trajectory], "embodied_rl/dict/a-v0", observation_space=obs_space, action_space=spaces()[1])
     (both,) = load_trajectories("embodied_rl/dict/a-v0")
     assert both.observations["pixels"].shape == (5, 8, 8, 3) and both.observations["state"].shape == (
         5,
@@ -115,10 +113,7 @@ def test_dict_observations_round_trip_and_obs_key():
 
 
 def test_dataset_ids_follow_minari_rules():
-    assert (
-        dataset_id_for("metaworld/drawer-open-v3", "expert")
-        == "embodied_rl/metaworld-drawer-open-v3/expert-v0"
-    )
+    assert dataset_id_for("metaworld/drawer-open-v3", "expert") == "embodied_rl/metaworld-drawer-open-v3/expert-v0"
     assert dataset_name_for("scripted", 0.3, 0.1) == "scripted-noise30-eps10"
     assert dataset_name_for("scripted", 0.0, 0.0, frames=True) == "expert-frames"
     assert dataset_name_for("random", obs_mode="state+pixels") == "random-state-pixels"
@@ -243,9 +238,7 @@ def test_offline_sequences_never_cross_episode_boundaries():
 
 
 def test_online_sequence_replay_streams_wraparound_and_state_dict():
-    replay = SequenceReplay(
-        capacity=2 * 13, obs_shape=(OBS_DIM,), action_dim=ACT_DIM, seq_len=3, num_streams=2
-    )
+    replay = SequenceReplay(capacity=2 * 13, obs_shape=(OBS_DIM,), action_dim=ACT_DIM, seq_len=3, num_streams=2)
     # Two env slots; each stream's episodes (steps per episode below) fill 26 rows, wrapping its 13-row block.
     stream_0 = [(episode, t) for episode, steps in enumerate([4, 7, 2, 9]) for t in range(steps + 1)]
     stream_1 = [(50 + episode, t) for episode, steps in enumerate([6, 3, 8, 5]) for t in range(steps + 1)]
@@ -326,9 +319,7 @@ def test_replay_buffer_wraps_around_and_round_trips_state_dict():
     torch.testing.assert_close(again.obs, sample.obs)
     assert (restored.ptr, len(restored)) == (3, 5)
     with pytest.raises(ValueError, match="capacity"):
-        ReplayBuffer(capacity=6, obs_shape=(OBS_DIM,), action_dim=ACT_DIM).load_state_dict(
-            buffer.state_dict()
-        )
+        ReplayBuffer(capacity=6, obs_shape=(OBS_DIM,), action_dim=ACT_DIM).load_state_dict(buffer.state_dict())
 
 
 # ---------------------------------------------------------------- behaviour policies
@@ -367,9 +358,7 @@ def test_collect_dataset_with_a_plain_gym_env(minari_root):
     trajectories = load_trajectories("embodied_rl/pendulum/random-v0", env=env)
     assert [t.seed for t in trajectories] == [5, 6, 7]
     assert all(t.frames.shape == (7, 4, 4, 3) and t.truncations[-1] for t in trajectories)
-    assert (
-        open_dataset("embodied_rl/pendulum/random-v0").storage.metadata["embodied_rl"]["collection"] == stats
-    )
+    assert open_dataset("embodied_rl/pendulum/random-v0").storage.metadata["embodied_rl"]["collection"] == stats
 
 
 # ---------------------------------------------------------------- Meta-World: collect -> Minari -> load

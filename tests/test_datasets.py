@@ -127,8 +127,20 @@ def test_mixed_tier_runs_from_very_noisy_to_expert(metaworld_root, monkeypatch):
 
 def test_make_datasets_keeps_existing_tiers_unless_overwrite(minari_root, capsys):
     script = load_script("make_datasets")
-    args = ["metaworld", "--tasks", "drawer-open-v3", "--tiers", "random", "--time-limit", "20",
-            "--reference-episodes", "1", "--no-progress", "--root", str(minari_root)]
+    args = [
+        "metaworld",
+        "--tasks",
+        "drawer-open-v3",
+        "--tiers",
+        "random",
+        "--time-limit",
+        "20",
+        "--reference-episodes",
+        "1",
+        "--no-progress",
+        "--root",
+        str(minari_root),
+    ]
     first = script.main([*args, "--episodes", "2"])
     again = script.main([*args, "--episodes", "3"])
     assert [(r["status"], r["episodes"], r["steps"]) for r in first] == [("built", 2, 40)]

@@ -53,9 +53,7 @@ def hue_bins(rgb: np.ndarray, n_bins: int = 12) -> set[int]:
     top, bottom = rgb.max(axis=1), rgb.min(axis=1)
     chroma = np.where(top > bottom, top - bottom, 1.0)
     r, g, b = rgb.T
-    hue = np.select(
-        [top == r, top == g], [((g - b) / chroma) % 6, (b - r) / chroma + 2], (r - g) / chroma + 4
-    )
+    hue = np.select([top == r, top == g], [((g - b) / chroma) % 6, (b - r) / chroma + 2], (r - g) / chroma + 4)
     return set(np.floor(hue / 6 * n_bins).astype(int)[top > bottom].tolist())
 
 

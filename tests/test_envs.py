@@ -116,12 +116,8 @@ CHECKED_CONFIGS = {
     "metaworld-pixels": dict(task="metaworld/reach-v3", obs_mode="pixels", image_size=SIZE),
     "metaworld-repeat-stack": dict(task="metaworld/drawer-open-v3", action_repeat=2, frame_stack=2),
     "hopper-state": dict(task="mujoco/Hopper-v5"),
-    "hopper-state+pixels-stack": dict(
-        task="mujoco/Hopper-v5", obs_mode="state+pixels", image_size=SIZE, frame_stack=3
-    ),
-    "hopper-pixels-repeat": dict(
-        task="mujoco/Hopper-v5", obs_mode="pixels", image_size=SIZE, action_repeat=2
-    ),
+    "hopper-state+pixels-stack": dict(task="mujoco/Hopper-v5", obs_mode="state+pixels", image_size=SIZE, frame_stack=3),
+    "hopper-pixels-repeat": dict(task="mujoco/Hopper-v5", obs_mode="pixels", image_size=SIZE, action_repeat=2),
     "humanoid-state": dict(task="mujoco/Humanoid-v5"),
 }
 

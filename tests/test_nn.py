@@ -3,6 +3,8 @@ observation encoders and init helpers. Tiny sizes; everything on CPU."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 
 import gymnasium as gym
@@ -16,6 +18,7 @@ from embodied_rl.nn import (
     EnsembleLinear,
     EnsembleMLP,
     ObservationEncoder,
+    ReLU,
     TanhNormal,
     log_abs_det_tanh_jacobian,
     mlp,
@@ -36,6 +39,84 @@ def test_mlp_layout_and_shapes():
 def test_mlp_rejects_unknown_activation():
     with pytest.raises(ValueError, match="unknown activation"):
         mlp(2, (4,), 1, activation="swishy")
+
+
+def _compile_and_backward(net: nn.Module, x: torch.Tensor) -> tuple[list[torch.dtype], torch.Tensor]:
+    """Compile `net` with inductor's partitioner but keep the graphs as FX (no codegen), run forward and
+    backward of sum(net(x)^2). Returns the dtypes the forward graph saves for the backward, and the output."""
+    from functorch.compile import min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    saved: list[torch.dtype] = []
+
+    def forward_compiler(graph: torch.fx.GraphModule, _inputs: list) -> torch.fx.GraphModule:
+        (output,) = [node for node in graph.graph.nodes if node.op == "output"]
+        saved.extend(arg.meta["val"].dtype for arg in output.args[0] if hasattr(arg, "meta") and "val" in arg.meta)
+        return graph
+
+    backend = aot_autograd(
+        fw_compiler=forward_compiler,
+        bw_compiler=lambda graph, _inputs: graph,
+        partition_fn=functools.partial(min_cut_rematerialization_partition, compiler="inductor"),
+    )
+    torch._dynamo.reset()
+    out = torch.compile(net, backend=backend, fullgraph=True)(x)
+    out.square().sum().backward()
+    return saved, out.detach()
+
+
+def _with_torch_relu(net: nn.Module) -> nn.Module:
+    """A copy of `net` with every `ReLU` replaced by `nn.ReLU`."""
+    net = copy.deepcopy(net)
+    for module in list(net.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, ReLU):
+                setattr(module, child_name, nn.ReLU())
+    return net
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_relu_equals_nn_relu_eager_and_compiled(ensemble):
+    torch.manual_seed(0)
+    net = EnsembleMLP(2, 6, (32, 32), 3) if ensemble else mlp(6, (32, 32), 3)
+    assert not any(isinstance(m, nn.ReLU) for m in net.modules()) and any(isinstance(m, ReLU) for m in net.modules())
+    reference = _with_torch_relu(net)
+    assert net.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(64, 6)
+    x[0, :] = 0.0  # exact zeros reach the first activation's gradient too
+    x_ref, x_eager, x_compiled = (x.clone().requires_grad_(True) for _ in range(3))
+    out_ref = reference(x_ref)
+    out_ref.square().sum().backward()
+    eager = copy.deepcopy(net)
+    eager(x_eager).square().sum().backward()
+    _, out = _compile_and_backward(net, x_compiled)
+    torch.testing.assert_close(out, out_ref.detach())
+    for x_grad in (x_eager.grad, x_compiled.grad):
+        torch.testing.assert_close(x_grad, x_ref.grad)
+    for model in (eager, net):
+        for param, param_ref in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(param.grad, param_ref.grad)
+
+
+def _inductor_writes_bool(net: nn.Module) -> bool:
+    """Compile sum(net(x)^2) with inductor (CPU), run forward and backward with frozen weights (SAC's actor loss
+    through the critic), and say whether any generated kernel writes a bool tensor."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    x = torch.randn(64, 6, requires_grad=True)
+    step = torch.compile(lambda x: net(x).square().sum())
+    _, sources = run_and_get_code(lambda: step(x).backward())
+    return any("bool*" in source for source in sources)
+
+
+def test_compiled_relu_saves_no_bool_mask_for_the_backward():
+    """Inductor's CPU kernels write bool tensors ~15x slower than ATen. With nn.ReLU and frozen weights the
+    partitioner saves the mask x <= 0 as bool, which made compiled SAC slower than eager on CPU. Ours must not."""
+    torch.manual_seed(0)
+    net = EnsembleMLP(2, 6, (32, 32), 1).requires_grad_(False)
+    assert not _inductor_writes_bool(net)
+    assert _inductor_writes_bool(_with_torch_relu(net))  # what the workaround is for (revisit after torch updates)
 
 
 # ---------------------------------------------------------------- ensembles
@@ -235,15 +316,11 @@ def test_observation_encoder_modes():
     assert encoder.out_dim == 7 and encoder.channels_last
     assert encoder(images).shape == (2, 7)
 
-    encoder = ObservationEncoder(
-        gym.spaces.Dict({"pixels": pixels, "state": state}), feature_dim=7, num_layers=2
-    )
+    encoder = ObservationEncoder(gym.spaces.Dict({"pixels": pixels, "state": state}), feature_dim=7, num_layers=2)
     assert encoder.out_dim == 12
     assert encoder({"pixels": images, "state": x}).shape == (2, 12)
 
-    assert (
-        ObservationEncoder(gym.spaces.Box(0, 255, (9, 32, 32), np.uint8), num_layers=2).channels_last is False
-    )
+    assert ObservationEncoder(gym.spaces.Box(0, 255, (9, 32, 32), np.uint8), num_layers=2).channels_last is False
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,7 @@ SMALL = dict(hidden_dims=(32, 32))
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def make_agent(
-    seed: int = 0, obs_space: gym.Space = STATE_SPACE, action_space=ACTION_SPACE, **hparams
-) -> SAC:
+def make_agent(seed: int = 0, obs_space: gym.Space = STATE_SPACE, action_space=ACTION_SPACE, **hparams) -> SAC:
     torch.manual_seed(seed)
     return SAC(obs_space, action_space, **{**SMALL, **hparams})
 
@@ -142,14 +140,10 @@ def test_critic_target_uses_reward_only_at_terminal_states():
     batch = make_batch()
     batch["terminated"] = torch.ones(BATCH)
     features, next_features = batch["obs"], batch["next_obs"]
-    _, metrics = agent.critic_loss(
-        features, batch["action"], batch["reward"], next_features, batch["terminated"]
-    )
+    _, metrics = agent.critic_loss(features, batch["action"], batch["reward"], next_features, batch["terminated"])
     torch.testing.assert_close(metrics["target_q_mean"], batch["reward"].mean())
     # Without termination the bootstrapped soft value enters.
-    _, metrics = agent.critic_loss(
-        features, batch["action"], batch["reward"], next_features, torch.zeros(BATCH)
-    )
+    _, metrics = agent.critic_loss(features, batch["action"], batch["reward"], next_features, torch.zeros(BATCH))
     assert not torch.allclose(metrics["target_q_mean"], batch["reward"].mean())
 
 
@@ -184,9 +178,7 @@ def test_learns_a_one_step_bandit():
         obs = torch.rand(64, 2, generator=g) * 2 - 1
         action = torch.rand(64, 2, generator=g) * 2 - 1
         reward = -((action - obs / 2) ** 2).sum(-1)
-        agent.update(
-            {"obs": obs, "action": action, "reward": reward, "next_obs": obs, "terminated": torch.ones(64)}
-        )
+        agent.update({"obs": obs, "action": action, "reward": reward, "next_obs": obs, "terminated": torch.ones(64)})
     assert initial_error > 0.15
     assert action_error() < 0.06
 
@@ -219,9 +211,7 @@ def test_update_intervals():
     assert not all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(target_before, agent.critic_target.parameters()))
     agent.update(make_batch(2))  # update 3: Polyak step
-    for before, target, online in zip(
-        target_before, agent.critic_target.parameters(), agent.critic.parameters()
-    ):
+    for before, target, online in zip(target_before, agent.critic_target.parameters(), agent.critic.parameters()):
         torch.testing.assert_close(target, before + agent.tau * (online - before))
 
 

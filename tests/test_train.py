@@ -22,10 +22,21 @@ CONFIGS = str(REPO / "configs")
 
 # A tiny but complete online run: 2 evaluations, checkpoints every 100 steps.
 TINY = [
-    "env.task=metaworld/reach-v3", "env.time_limit=40", "env.shadows=false",
-    "agent.hidden_dims=[32,32]", "trainer.total_steps=200", "trainer.seed_steps=60", "trainer.batch_size=32",
-    "trainer.eval_every=100", "trainer.eval_episodes=1", "trainer.eval_videos=0", "trainer.checkpoint_every=100",
-    "trainer.log_every=20", "trainer.progress=false", "trainer.replay_size=1000", "logging.console=false",
+    "env.task=metaworld/reach-v3",
+    "env.time_limit=40",
+    "env.shadows=false",
+    "agent.hidden_dims=[32,32]",
+    "trainer.total_steps=200",
+    "trainer.seed_steps=60",
+    "trainer.batch_size=32",
+    "trainer.eval_every=100",
+    "trainer.eval_episodes=1",
+    "trainer.eval_videos=0",
+    "trainer.checkpoint_every=100",
+    "trainer.log_every=20",
+    "trainer.progress=false",
+    "trainer.replay_size=1000",
+    "logging.console=false",
     "device=cpu",
 ]
 
@@ -45,8 +56,15 @@ def run_in_process(overrides: list[str]) -> dict:
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        **kwargs,
+    )
 
 
 def metric_rows(run_dir: Path, drop=("steps_per_second",)) -> list[dict]:
@@ -107,11 +125,22 @@ def test_existing_run_is_not_overwritten_silently(tiny_run):
 
 def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "killed"
-    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=400", "trainer.checkpoint_every=50",
-            "trainer.eval_every=200", "logging.console=true"]
+    args = [
+        *TINY,
+        f"run_dir={run_dir}",
+        "trainer.total_steps=400",
+        "trainer.checkpoint_every=50",
+        "trainer.eval_every=200",
+        "logging.console=true",
+    ]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not list((run_dir / "checkpoints").glob("step_*0100.pt")) and time.time() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -135,8 +164,20 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
 def test_evaluate_writes_results_and_one_video_per_episode(tiny_run, tmp_path):
     evaluate = load_script("evaluate")
     out = tmp_path / "eval"
-    result = evaluate.main([str(tiny_run), "--episodes", "2", "--video-size", "48", "--out", str(out),
-                            "--device", "cpu", "env.time_limit=15"])
+    result = evaluate.main(
+        [
+            str(tiny_run),
+            "--episodes",
+            "2",
+            "--video-size",
+            "48",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "env.time_limit=15",
+        ]
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved["step"] == 200 and saved["episodes"] == 2 and len(saved["per_episode"]) == 2
     assert set(saved) >= {"success_rate", "return_mean", "return_std", "length_mean"}
@@ -163,10 +204,22 @@ def test_plot_draws_curves_from_seed_directories(tiny_run, tmp_path):
 
 # ------------------------------------------------------------------ offline runs (IQL, SS-ORL)
 OFFLINE = [
-    "experiment=iql", "env.task=metaworld/reach-v3", "env.time_limit=30", "env.shadows=false",
-    "trainer.dataset=tiny", "agent.hidden_dims=[32,32]", "trainer.total_updates=60", "trainer.batch_size=32",
-    "trainer.eval_every=30", "trainer.eval_episodes=1", "trainer.eval_videos=0", "trainer.checkpoint_every=30",
-    "trainer.log_every=10", "trainer.progress=false", "logging.console=false", "device=cpu",
+    "experiment=iql",
+    "env.task=metaworld/reach-v3",
+    "env.time_limit=30",
+    "env.shadows=false",
+    "trainer.dataset=tiny",
+    "agent.hidden_dims=[32,32]",
+    "trainer.total_updates=60",
+    "trainer.batch_size=32",
+    "trainer.eval_every=30",
+    "trainer.eval_episodes=1",
+    "trainer.eval_videos=0",
+    "trainer.checkpoint_every=30",
+    "trainer.log_every=10",
+    "trainer.progress=false",
+    "logging.console=false",
+    "device=cpu",
 ]
 
 
@@ -181,8 +234,14 @@ def tiny_dataset(tmp_path_factory):
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     env = make_env(task="metaworld/reach-v3", time_limit=30)
     policy = make_behaviour_policy("scripted", env, "metaworld/reach-v3", noise_std=0.5, seed=0)
-    collect_dataset(env, policy, dataset_id_for("metaworld/reach-v3", "tiny"), episodes=6, progress=False,
-                    metadata={"ref_min_score": 0.0, "ref_max_score": 300.0})
+    collect_dataset(
+        env,
+        policy,
+        dataset_id_for("metaworld/reach-v3", "tiny"),
+        episodes=6,
+        progress=False,
+        metadata={"ref_min_score": 0.0, "ref_max_score": 300.0},
+    )
     env.close()
     yield root
     if previous is None:
@@ -203,8 +262,9 @@ def test_offline_iql_run_writes_outputs_with_normalised_score_and_evaluates(tiny
     assert ckpt["step"] == 60 and "generator" in ckpt["trainer"]
 
     out = tmp_path / "eval"
-    evaluated = load_script("evaluate").main([str(run_dir), "--episodes", "1", "--videos", "0", "--out", str(out),
-                                              "--device", "cpu", "--video-size", "32"])
+    evaluated = load_script("evaluate").main(
+        [str(run_dir), "--episodes", "1", "--videos", "0", "--out", str(out), "--device", "cpu", "--video-size", "32"]
+    )
     assert evaluated["normalized_score"] == pytest.approx(100 * evaluated["return_mean"] / 300.0)
 
 
@@ -222,10 +282,21 @@ def test_offline_resume_continues_the_same_minibatch_stream(tiny_dataset, tmp_pa
 
 def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_dataset, tmp_path):
     run_dir = tmp_path / "ssorl"
-    run_in_process([*OFFLINE, "experiment=ssorl", "env=metaworld", "env.task=metaworld/reach-v3",
-                    f"run_dir={run_dir}", "ssorl.labelled_fraction=0.34", "ssorl.idm.steps=40",
-                    "ssorl.idm.eval_every=20", "ssorl.idm.hidden_dims=[32,32]", "ssorl.idm.progress=false",
-                    "trainer.reward.normalize=none"])
+    run_in_process(
+        [
+            *OFFLINE,
+            "experiment=ssorl",
+            "env=metaworld",
+            "env.task=metaworld/reach-v3",
+            f"run_dir={run_dir}",
+            "ssorl.labelled_fraction=0.34",
+            "ssorl.idm.steps=40",
+            "ssorl.idm.eval_every=20",
+            "ssorl.idm.hidden_dims=[32,32]",
+            "ssorl.idm.progress=false",
+            "trainer.reward.normalize=none",
+        ]
+    )
     diagnostics = json.loads((run_dir / "ssorl.json").read_text())
     assert diagnostics["arm"] == "semi_supervised"
     assert diagnostics["num_labelled"] == 2 and diagnostics["num_unlabelled"] == 4
@@ -255,8 +326,9 @@ def test_summarize_reports_mean_and_std_over_seeds_and_lists_unfinished_runs(tin
 def test_sweep_launcher_configs_compose(launcher, target):
     """`-m hydra/launcher=local|slurm` must resolve to the installed joblib / submitit launchers."""
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "experiment=sac_metaworld"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=[f"hydra/launcher={launcher}", "experiment=sac_metaworld"], return_hydra_config=True
+        )
     assert cfg.hydra.launcher._target_.endswith(target)
     module_name, class_name = cfg.hydra.launcher._target_.rsplit(".", 1)
     assert hasattr(importlib.import_module(module_name), class_name)
@@ -268,5 +340,9 @@ def test_agent_option_of_another_agent_is_a_clear_error():
 
     env = make_env(task="metaworld/reach-v3")
     with pytest.raises(ValueError, match="does not take actor_lr_schedule_steps"):
-        make_agent({"name": "td3bc", "actor_lr_schedule_steps": 10}, env.observation_space, env.action_space,
-                   torch.device("cpu"))
+        make_agent(
+            {"name": "td3bc", "actor_lr_schedule_steps": 10},
+            env.observation_space,
+            env.action_space,
+            torch.device("cpu"),
+        )

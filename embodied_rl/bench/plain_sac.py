@@ -41,8 +41,16 @@ class _Actor(nn.Module):
 class PlainSAC:
     """Plain eager SAC (benchmark baseline only). `update(batch)` -> dict of floats."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: int = 256, lr: float = 3e-4, gamma: float = 0.99,
-                 tau: float = 0.005, device: str = "cpu"):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden: int = 256,
+        lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        device: str = "cpu",
+    ):
         self.gamma, self.tau = gamma, tau
         self.q1 = _mlp(obs_dim + action_dim, hidden, 1).to(device)
         self.q2 = _mlp(obs_dim + action_dim, hidden, 1).to(device)
@@ -85,5 +93,9 @@ class PlainSAC:
             for net, target_net in ((self.q1, self.q1_target), (self.q2, self.q2_target)):
                 for p, tp in zip(net.parameters(), target_net.parameters()):
                     tp.data.copy_(self.tau * p.data + (1 - self.tau) * tp.data)
-        return {"critic_loss": q_loss.item(), "actor_loss": actor_loss.item(), "alpha_loss": alpha_loss.item(),
-                "alpha": alpha}
+        return {
+            "critic_loss": q_loss.item(),
+            "actor_loss": actor_loss.item(),
+            "alpha_loss": alpha_loss.item(),
+            "alpha": alpha,
+        }

@@ -41,9 +41,7 @@ def _stack(observations: list[Any]) -> np.ndarray | dict[str, np.ndarray]:
 def _scalar_infos(step_infos: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Per-step arrays for the scalar info keys present at every step (besides success and frames)."""
     keys = set.intersection(*(set(info) for info in step_infos)) - {SUCCESS_KEY, FRAME_KEY}
-    scalar = [
-        k for k in sorted(keys) if all(isinstance(i[k], (Number, np.number, np.bool_)) for i in step_infos)
-    ]
+    scalar = [k for k in sorted(keys) if all(isinstance(i[k], (Number, np.number, np.bool_)) for i in step_infos)]
     return {k: np.asarray([info[k] for info in step_infos]) for k in scalar if not k.startswith("_")}
 
 

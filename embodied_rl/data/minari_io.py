@@ -102,9 +102,7 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
     try:
         opened = minari.MinariDataset(data_path)
     except Exception as err:
-        raise DatasetError(
-            f"dataset {dataset!r} at {data_path} is corrupt (unreadable metadata): {err}"
-        ) from err
+        raise DatasetError(f"dataset {dataset!r} at {data_path} is corrupt (unreadable metadata): {err}") from err
     _probe(opened, dataset)
     return opened
 
@@ -114,9 +112,7 @@ def _probe(dataset: minari.MinariDataset, name: str) -> None:
     try:
         headers = list(dataset.storage.get_episode_metadata(dataset.episode_indices))
     except Exception as err:
-        raise DatasetError(
-            f"dataset {name!r} at {dataset.storage.data_path} is truncated or corrupt: {err}"
-        ) from err
+        raise DatasetError(f"dataset {name!r} at {dataset.storage.data_path} is truncated or corrupt: {err}") from err
     if len(headers) == 0:
         raise DatasetError(f"dataset {name!r} at {dataset.storage.data_path} holds no episodes")
 

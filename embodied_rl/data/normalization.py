@@ -41,14 +41,10 @@ class ObservationNormalizer(nn.Module):
         return self
 
     @classmethod
-    def from_trajectories(
-        cls, trajectories: Sequence[Trajectory], min_std: float = 1e-3
-    ) -> ObservationNormalizer:
+    def from_trajectories(cls, trajectories: Sequence[Trajectory], min_std: float = 1e-3) -> ObservationNormalizer:
         """Statistics over every observation of every trajectory (array observations)."""
         if len(trajectories) == 0 or isinstance(trajectories[0].observations, dict):
-            raise DatasetError(
-                "normalizer needs trajectories with array observations (use obs_key for Dict data)"
-            )
+            raise DatasetError("normalizer needs trajectories with array observations (use obs_key for Dict data)")
         obs = np.concatenate([t.observations for t in trajectories])  # (sum T+1, *obs_shape)
         return cls(obs.shape[1:], min_std=min_std).fit(obs)
 

@@ -240,8 +240,10 @@ def metaworld_tiers(
         ),
         "random": ([(RandomPolicy(env.action_space, seed), episodes)], "uniform random actions", {}),
         "mixed": (
-            [(NoisyPolicy(expert, env.action_space, s, e, seed + k), n) for k, ((s, e), n) in
-             enumerate(zip(MIXED_LEVELS, counts))],
+            [
+                (NoisyPolicy(expert, env.action_space, s, e, seed + k), n)
+                for k, ((s, e), n) in enumerate(zip(MIXED_LEVELS, counts))
+            ],
             f"the scripted expert at {len(MIXED_LEVELS)} noise levels, very noisy to noise-free",
             {"levels": [{"noise_std": s, "epsilon": e, "episodes": n} for (s, e), n in zip(MIXED_LEVELS, counts)]},
         ),
@@ -251,8 +253,21 @@ def metaworld_tiers(
             schedule, how, recipe = recipes[tier]
             dataset_id = minari_io.dataset_id_for(task, tier)
             trajectories = _rollouts(env, schedule, seed, progress, f"{name} {tier}")
-            rows.append(_write_tier(trajectories, dataset_id, env, env_cfg, tier, how, {"suite": suite, **recipe},
-                                    references, reference_episodes, seed, overwrite))
+            rows.append(
+                _write_tier(
+                    trajectories,
+                    dataset_id,
+                    env,
+                    env_cfg,
+                    tier,
+                    how,
+                    {"suite": suite, **recipe},
+                    references,
+                    reference_episodes,
+                    seed,
+                    overwrite,
+                )
+            )
     finally:
         env.close()
     return sorted(rows, key=lambda row: list(tiers).index(row["tier"]))
@@ -425,8 +440,9 @@ def sac_run_tiers(
             medium_step = pick_medium_step(scores, medium_fraction)
         if medium_step is not None and medium_step not in checkpoints:
             raise RecipeError(f"no checkpoint at step {medium_step} in {run_dir}; steps: {sorted(checkpoints)}")
-        choice.update(final_step=final, medium_step=medium_step, medium_fraction=medium_fraction,
-                      select=select, scores=scores)
+        choice.update(
+            final_step=final, medium_step=medium_step, medium_fraction=medium_fraction, select=select, scores=scores
+        )
         medium_ckpt = None
         if "medium-replay" in todo:  # read before any rollout: a missing buffer fails at once
             medium_ckpt = load_checkpoint(checkpoints[medium_step])
@@ -439,16 +455,24 @@ def sac_run_tiers(
 
         expert_det = load_checkpoint_policy(str(checkpoints[final]), env, deterministic=True, device=device)
         references = _references(env, expert_det, reference_episodes, seed, progress)
-        common = {"suite": "sac_run", "run_dir": str(Path(run_dir).resolve()), "final_step": final,
-                  "medium_step": medium_step, "medium_fraction": medium_fraction, "select": select,
-                  "checkpoint_scores": {str(k): v for k, v in scores.items()}}
+        common = {
+            "suite": "sac_run",
+            "run_dir": str(Path(run_dir).resolve()),
+            "final_step": final,
+            "medium_step": medium_step,
+            "medium_fraction": medium_fraction,
+            "select": select,
+            "checkpoint_scores": {str(k): v for k, v in scores.items()},
+        }
         name = run_task.split("/")[-1]
         for tier in todo:
             dataset_id = minari_io.dataset_id_for(run_task, tier)
             if tier == "medium-replay":
                 state = medium_ckpt["buffer"]
                 trajectories = episodes_from_replay(
-                    state, int(run_cfg.trainer.get("num_envs", 1)), int(medium_ckpt["step"]),
+                    state,
+                    int(run_cfg.trainer.get("num_envs", 1)),
+                    int(medium_ckpt["step"]),
                     env.observation_space.dtype,
                 )
                 how = f"the replay buffer of SAC training up to step {medium_step}"
@@ -464,8 +488,21 @@ def sac_run_tiers(
                     how = f"the SAC checkpoint at step {step} (stochastic actions)"
                     recipe = {"checkpoint": str(checkpoints[step])}
                 stream = _rollouts(env, [(policy, episodes)], seed, progress, f"{name} {tier}")
-            rows.append(_write_tier(stream, dataset_id, env, env_cfg, tier, how, {**common, **recipe},
-                                    references, reference_episodes, seed, overwrite))
+            rows.append(
+                _write_tier(
+                    stream,
+                    dataset_id,
+                    env,
+                    env_cfg,
+                    tier,
+                    how,
+                    {**common, **recipe},
+                    references,
+                    reference_episodes,
+                    seed,
+                    overwrite,
+                )
+            )
     finally:
         env.close()
     return sorted(rows, key=lambda row: list(tiers).index(row["tier"])), choice

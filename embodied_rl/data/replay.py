@@ -95,9 +95,7 @@ class ReplayBuffer:
         for name, value in batch.items():
             storage = self._fields()[name]
             value = torch.as_tensor(value, dtype=storage.dtype).to(self.device)
-            tensors[name] = (
-                value.reshape(-1, *storage.shape[1:]) if batched else value.reshape(1, *storage.shape[1:])
-            )
+            tensors[name] = value.reshape(-1, *storage.shape[1:]) if batched else value.reshape(1, *storage.shape[1:])
         if mask is not None:
             keep = torch.as_tensor(mask, dtype=torch.bool).reshape(-1).to(self.device)
             tensors = {name: value[keep] for name, value in tensors.items()}

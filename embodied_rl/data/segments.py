@@ -52,9 +52,7 @@ class SegmentSampler:
             longest = max((len(t) for t in trajectories), default=0)
             raise DatasetError(f"no episode has {length} steps for a segment (longest: {longest})")
         if isinstance(usable[0].observations, dict):
-            raise DatasetError(
-                "segments need array observations; load with load_trajectories(..., obs_key='state')"
-            )
+            raise DatasetError("segments need array observations; load with load_trajectories(..., obs_key='state')")
         self.length = length
         obs_dtype = obs_dtype or default_obs_dtype(usable[0].observations)
         self.device = torch.device(device)

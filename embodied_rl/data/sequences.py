@@ -105,17 +105,13 @@ class SequenceReplay:
     ) -> SequenceReplay:
         """A replay holding exactly these episodes (offline world-model training); uint8 pixels stay uint8."""
         if len(trajectories) == 0 or isinstance(trajectories[0].observations, dict):
-            raise DatasetError(
-                "sequences need trajectories with array observations (use obs_key for Dict data)"
-            )
+            raise DatasetError("sequences need trajectories with array observations (use obs_key for Dict data)")
         if max(len(t) + 1 for t in trajectories) < seq_len:
             raise DatasetError(f"no episode has the {seq_len} observations a sequence needs")
         first = trajectories[0]
         obs_dtype = obs_dtype or default_obs_dtype(first.observations)
         capacity = max(sum(len(t) + 1 for t in trajectories), seq_len)
-        replay = cls(
-            capacity, first.observations.shape[1:], first.actions.shape[1], seq_len, 1, device, obs_dtype
-        )
+        replay = cls(capacity, first.observations.shape[1:], first.actions.shape[1], seq_len, 1, device, obs_dtype)
         for trajectory in trajectories:
             replay.add_trajectory(trajectory)
         return replay

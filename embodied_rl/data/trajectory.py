@@ -48,9 +48,7 @@ class Trajectory:
         steps = len(self.actions)
         problems = []
         if observation_length(self.observations) != steps + 1:
-            problems.append(
-                f"{observation_length(self.observations)} observations (expected T+1 = {steps + 1})"
-            )
+            problems.append(f"{observation_length(self.observations)} observations (expected T+1 = {steps + 1})")
         for name in ("rewards", "terminations", "truncations", "success"):
             if len(getattr(self, name)) != steps:
                 problems.append(f"{len(getattr(self, name))} {name} (expected T = {steps})")

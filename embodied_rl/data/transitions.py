@@ -34,10 +34,7 @@ class Transitions:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Transitions:
         return Transitions(
-            **{
-                f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
-                for f in fields(self)
-            }
+            **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in fields(self)}
         )
 
     def to(self, device: str | torch.device) -> Transitions:
@@ -76,8 +73,7 @@ def transitions_from_trajectories(
         raise DatasetError("no trajectories to build transitions from")
     if isinstance(trajectories[0].observations, dict):
         raise DatasetError(
-            "transitions need array observations; load Dict datasets with "
-            "load_trajectories(..., obs_key='state')"
+            "transitions need array observations; load Dict datasets with load_trajectories(..., obs_key='state')"
         )
     obs_dtype = obs_dtype or default_obs_dtype(trajectories[0].observations)
     obs = np.concatenate([t.observations[:-1] for t in trajectories])  # (N, *obs_shape)

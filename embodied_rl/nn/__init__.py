@@ -6,7 +6,7 @@ from embodied_rl.nn.cnn import ConvEncoder
 from embodied_rl.nn.distributions import TanhNormal, log_abs_det_tanh_jacobian
 from embodied_rl.nn.ensemble import EnsembleLayerNorm, EnsembleLinear, EnsembleMLP
 from embodied_rl.nn.init import default_init_, orthogonal_init_, uniform_last_layer_init_
-from embodied_rl.nn.mlp import ACTIVATIONS, activation_class, mlp
+from embodied_rl.nn.mlp import ACTIVATIONS, ReLU, activation_class, mlp
 from embodied_rl.nn.observation import ObservationEncoder, is_channels_last, is_pixel_space, map_pixels
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "EnsembleLinear",
     "EnsembleMLP",
     "ObservationEncoder",
+    "ReLU",
     "TanhNormal",
     "activation_class",
     "default_init_",

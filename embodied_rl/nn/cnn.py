@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from embodied_rl.nn.init import orthogonal_init_
+from embodied_rl.nn.mlp import ReLU
 
 
 class ConvEncoder(nn.Module):
@@ -38,17 +39,15 @@ class ConvEncoder(nn.Module):
         self.image_shape = tuple(image_shape)
         channels = image_shape[-1] if channels_last else image_shape[0]
         height, width = image_shape[:2] if channels_last else image_shape[1:]
-        convs: list[nn.Module] = [nn.Conv2d(channels, num_filters, 3, stride=2), nn.ReLU()]
+        convs: list[nn.Module] = [nn.Conv2d(channels, num_filters, 3, stride=2), ReLU()]
         for _ in range(num_layers - 1):
-            convs += [nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU()]
+            convs += [nn.Conv2d(num_filters, num_filters, 3, stride=1), ReLU()]
         self.convs = nn.Sequential(*convs)
         with torch.no_grad():
             conv_out = self.convs(torch.zeros(1, channels, height, width)).numel()
         self.conv_out_dim = conv_out
         self.feature_dim = feature_dim
-        self.projection = nn.Sequential(
-            nn.Linear(conv_out, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh()
-        )
+        self.projection = nn.Sequential(nn.Linear(conv_out, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
         orthogonal_init_(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

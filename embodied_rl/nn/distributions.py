@@ -60,9 +60,7 @@ class TanhNormal:
     def sample(self) -> torch.Tensor:
         return self.rsample()
 
-    def log_prob(
-        self, action: torch.Tensor, pre_tanh: torch.Tensor | None = None, eps: float = 1e-6
-    ) -> torch.Tensor:
+    def log_prob(self, action: torch.Tensor, pre_tanh: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
         """log pi(action), summed over the last dim.
 
         Pass `pre_tanh` (u with action = tanh(u)) when known; otherwise u = atanh(action), with the action

@@ -43,9 +43,7 @@ def map_pixels(obs: Observation, fn: Callable[[torch.Tensor], torch.Tensor], pix
 class ObservationEncoder(nn.Module):
     """Observation (tensor or dict of tensors, leading batch dim) -> feature vector (B, out_dim)."""
 
-    def __init__(
-        self, observation_space: gym.Space, feature_dim: int = 50, num_filters: int = 32, num_layers: int = 4
-    ):
+    def __init__(self, observation_space: gym.Space, feature_dim: int = 50, num_filters: int = 32, num_layers: int = 4):
         super().__init__()
         self.is_dict = isinstance(observation_space, gym.spaces.Dict)
         if self.is_dict:

@@ -53,6 +53,8 @@ def make_agent(agent_cfg: Mapping[str, Any], observation_space, action_space, de
     accepted = inspect.signature(agent_class.__init__).parameters
     unknown = sorted(key for key in cfg if key not in accepted)
     if unknown:
-        raise ValueError(f"agent '{name}' does not take {', '.join(unknown)} (an experiment meant for another "
-                         f"agent?); its options are in configs/agent/{name}.yaml")
+        raise ValueError(
+            f"agent '{name}' does not take {', '.join(unknown)} (an experiment meant for another "
+            f"agent?); its options are in configs/agent/{name}.yaml"
+        )
     return agent_class(observation_space, action_space, device=str(device), **cfg)

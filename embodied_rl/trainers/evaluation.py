@@ -91,16 +91,24 @@ def evaluate_and_log(
     """A trainer's periodic evaluation: `agent.act(deterministic=True)` for `episodes` episodes, the summary
     scalars (plus the normalised score when `ref_scores` are known) logged under `eval/` at `step`, one
     console line. Returns {"step": step, **scalars}."""
-    result = evaluate_policy(lambda o: agent.act(o, deterministic=True), env, episodes, seed=seed,
-                             video_dir=video_dir if videos > 0 else None, videos=videos)
+    result = evaluate_policy(
+        lambda o: agent.act(o, deterministic=True),
+        env,
+        episodes,
+        seed=seed,
+        video_dir=video_dir if videos > 0 else None,
+        videos=videos,
+    )
     scalars = {k: result[k] for k in SUMMARY_KEYS}
     score = normalized_score(scalars["return_mean"], *ref_scores)
     if score is not None:
         scalars["normalized_score"] = score
     logger.log(scalars, step, prefix="eval")
     extra = f" | score {score:.1f}" if score is not None else ""
-    logger.summary(f"[eval] {unit} {step:>9d} | success {scalars['success_rate']:.2f} | "
-                   f"return {scalars['return_mean']:.1f} ± {scalars['return_std']:.1f}{extra}")
+    logger.summary(
+        f"[eval] {unit} {step:>9d} | success {scalars['success_rate']:.2f} | "
+        f"return {scalars['return_mean']:.1f} ± {scalars['return_std']:.1f}{extra}"
+    )
     return {"step": step, **scalars}
 
 

@@ -58,8 +58,12 @@ class OfflineTrainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "agent": self.agent.state_dict(),
-            "trainer": {"step": self.step, "best_eval": self.best_eval, "config": asdict(self.cfg),
-                        "generator": self.generator.get_state()},
+            "trainer": {
+                "step": self.step,
+                "best_eval": self.best_eval,
+                "config": asdict(self.cfg),
+                "generator": self.generator.get_state(),
+            },
         }
 
     def resume(self, path: str | Path) -> None:
@@ -72,8 +76,9 @@ class OfflineTrainer:
         self.logger.truncate_after(self.step)
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir / "checkpoints", self.step, self.state_dict(),
-                               keep=self.cfg.keep_checkpoints)
+        return save_checkpoint(
+            self.run_dir / "checkpoints", self.step, self.state_dict(), keep=self.cfg.keep_checkpoints
+        )
 
     # ---------------------------------------------------------------- loop
     def train(self) -> dict[str, Any]:
@@ -81,8 +86,9 @@ class OfflineTrainer:
         last_metrics: dict[str, torch.Tensor] = {}
         last_eval: dict[str, Any] | None = None
         tick, tick_step = time.perf_counter(), self.step
-        bar = tqdm(total=cfg.total_updates, initial=self.step, desc="train", disable=not cfg.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.total_updates, initial=self.step, desc="train", disable=not cfg.progress, dynamic_ncols=True
+        )
         while self.step < cfg.total_updates:
             last_metrics = self.agent.update(self.data.sample(cfg.batch_size, self.generator))
             self.step += 1
@@ -107,7 +113,15 @@ class OfflineTrainer:
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
-        return evaluate_and_log(self.agent, self.eval_env, cfg.eval_episodes, seed=10_000 + self.seed,
-                                step=self.step, logger=self.logger, videos=cfg.eval_videos,
-                                video_dir=self.run_dir / "videos" / f"step_{self.step:09d}",
-                                ref_scores=(self.ref_min, self.ref_max), unit="update")
+        return evaluate_and_log(
+            self.agent,
+            self.eval_env,
+            cfg.eval_episodes,
+            seed=10_000 + self.seed,
+            step=self.step,
+            logger=self.logger,
+            videos=cfg.eval_videos,
+            video_dir=self.run_dir / "videos" / f"step_{self.step:09d}",
+            ref_scores=(self.ref_min, self.ref_max),
+            unit="update",
+        )

@@ -57,9 +57,14 @@ class OnlineTrainer:
     def state_dict(self) -> dict[str, Any]:
         state = {
             "agent": self.agent.state_dict(),
-            "trainer": {"step": self.step, "updates_done": self.updates_done, "episodes_done": self.episodes_done,
-                        "best_eval": self.best_eval, "action_rng": self.action_rng.bit_generator.state,
-                        "config": asdict(self.cfg)},
+            "trainer": {
+                "step": self.step,
+                "updates_done": self.updates_done,
+                "episodes_done": self.episodes_done,
+                "best_eval": self.best_eval,
+                "action_rng": self.action_rng.bit_generator.state,
+                "config": asdict(self.cfg),
+            },
         }
         if self.cfg.save_replay:
             state["buffer"] = self.buffer.state_dict()
@@ -80,8 +85,9 @@ class OnlineTrainer:
         self.logger.truncate_after(self.step)
 
     def save(self) -> Path:
-        return save_checkpoint(self.run_dir / "checkpoints", self.step, self.state_dict(),
-                               keep=self.cfg.keep_checkpoints)
+        return save_checkpoint(
+            self.run_dir / "checkpoints", self.step, self.state_dict(), keep=self.cfg.keep_checkpoints
+        )
 
     # ---------------------------------------------------------------- loop
     def train(self) -> dict[str, Any]:
@@ -95,8 +101,7 @@ class OnlineTrainer:
         last_metrics: dict[str, torch.Tensor] = {}
         last_eval: dict[str, Any] | None = None
         tick, tick_step = time.perf_counter(), self.step
-        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not cfg.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not cfg.progress, dynamic_ncols=True)
         while self.step < cfg.total_steps:
             if self.step < cfg.seed_steps:
                 action = self.action_rng.uniform(-1.0, 1.0, size=self.envs.action_space.shape)
@@ -111,8 +116,11 @@ class OnlineTrainer:
             episode_success |= np.asarray(info.get("success", np.zeros(self.num_envs, bool)), dtype=bool)
             for i in np.flatnonzero(done):
                 self.episodes_done += 1
-                self.logger.log({"return": episode_return[i], "success": float(episode_success[i]),
-                                 "episodes": self.episodes_done}, self.step, prefix="train")
+                self.logger.log(
+                    {"return": episode_return[i], "success": float(episode_success[i]), "episodes": self.episodes_done},
+                    self.step,
+                    prefix="train",
+                )
                 episode_return[i], episode_success[i] = 0.0, False
             obs = next_obs
             self.step += self.num_envs
@@ -127,8 +135,10 @@ class OnlineTrainer:
 
             if _crossed(self.step, self.num_envs, cfg.log_every):
                 now = time.perf_counter()
-                speed = {"steps_per_second": (self.step - tick_step) / max(now - tick, 1e-9),
-                         "updates": self.updates_done}
+                speed = {
+                    "steps_per_second": (self.step - tick_step) / max(now - tick, 1e-9),
+                    "updates": self.updates_done,
+                }
                 self.logger.log({**last_metrics, **speed}, self.step, prefix="train")
                 tick, tick_step = now, self.step
             if _crossed(self.step, self.num_envs, cfg.eval_every) or self.step >= cfg.total_steps:
@@ -146,9 +156,16 @@ class OnlineTrainer:
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
-        return evaluate_and_log(self.agent, self.eval_env, cfg.eval_episodes, seed=10_000 + self.seed,
-                                step=self.step, logger=self.logger, videos=cfg.eval_videos,
-                                video_dir=self.run_dir / "videos" / f"step_{self.step:09d}")
+        return evaluate_and_log(
+            self.agent,
+            self.eval_env,
+            cfg.eval_episodes,
+            seed=10_000 + self.seed,
+            step=self.step,
+            logger=self.logger,
+            videos=cfg.eval_videos,
+            video_dir=self.run_dir / "videos" / f"step_{self.step:09d}",
+        )
 
 
 def _crossed(step: int, increment: int, every: int) -> bool:
