@@ -112,8 +112,7 @@ class TimeLimit(gym.Wrapper):
     def step(self, action):
         if self._episode_over:
             raise gym.error.ResetNeeded(
-                "step() called before reset() or after the episode ended (terminated or truncated); "
-                "call reset() first."
+                "step() called before reset() or after the episode ended (terminated or truncated); call reset() first."
             )
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.elapsed_steps += 1

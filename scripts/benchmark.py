@@ -79,20 +79,41 @@ def benchmark_envs(args) -> list[dict]:
     for task in STATE_TASKS:
         raw = env_steps_per_second(raw_env(task), args.env_steps, args.repeats)
         wrapped = env_steps_per_second(make_env(task=task, obs_mode="state"), args.env_steps, args.repeats)
-        rows.append({"bench": "env", "task": task, "obs": "state", "raw_steps_per_s": raw,
-                     "wrapped_steps_per_s": wrapped, "wrapped_over_raw": wrapped / raw})
+        rows.append(
+            {
+                "bench": "env",
+                "task": task,
+                "obs": "state",
+                "raw_steps_per_s": raw,
+                "wrapped_steps_per_s": wrapped,
+                "wrapped_over_raw": wrapped / raw,
+            }
+        )
         for num_envs, asynchronous in [(4, False), (4, True)]:
             venv = make_vector_env({"task": task, "obs_mode": "state"}, num_envs=num_envs, asynchronous=asynchronous)
             sps = env_steps_per_second(venv, args.env_steps // num_envs, args.repeats, vector=True)
             venv.close()
-            rows.append({"bench": "env", "task": task, "obs": "state",
-                         "vector": f"{'async' if asynchronous else 'sync'}x{num_envs}", "wrapped_steps_per_s": sps})
+            rows.append(
+                {
+                    "bench": "env",
+                    "task": task,
+                    "obs": "state",
+                    "vector": f"{'async' if asynchronous else 'sync'}x{num_envs}",
+                    "wrapped_steps_per_s": sps,
+                }
+            )
         pixel_steps = max(args.env_steps // 50, 20)
         for shadows in (True, False):
             env = make_env(task=task, obs_mode="pixels", image_size=64, shadows=shadows)
             pix = env_steps_per_second(env, pixel_steps, args.repeats)
-            rows.append({"bench": "env", "task": task, "obs": f"pixels64{'' if shadows else '-noshadows'}",
-                         "wrapped_steps_per_s": pix})
+            rows.append(
+                {
+                    "bench": "env",
+                    "task": task,
+                    "obs": f"pixels64{'' if shadows else '-noshadows'}",
+                    "wrapped_steps_per_s": pix,
+                }
+            )
     return rows
 
 
@@ -135,9 +156,19 @@ def benchmark_updates(bench: str, agents: dict, batch: dict, device: str, args) 
             run(agent, args.updates)
             times[name].append(time.perf_counter() - start)
     ups = {name: args.updates / statistics.median(t) for name, t in times.items()}
-    return [{"bench": bench, "device": device, "mode": name, "batch": args.batch_size,
-             "threads": torch.get_num_threads(), "updates_per_s": ups[name], "warmup_s": warmups[name],
-             "over_plain": ups[name] / ups["plain_eager"]} for name in agents]
+    return [
+        {
+            "bench": bench,
+            "device": device,
+            "mode": name,
+            "batch": args.batch_size,
+            "threads": torch.get_num_threads(),
+            "updates_per_s": ups[name],
+            "warmup_s": warmups[name],
+            "over_plain": ups[name] / ups["plain_eager"],
+        }
+        for name in agents
+    ]
 
 
 def compile_modes(device: str) -> list[tuple[str, dict]]:
@@ -205,8 +236,10 @@ def main() -> None:
         for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
             rows += benchmark_iql(args, device)
     machine = {
-        "date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
-        "cores": __import__("os").cpu_count(), "torch": torch.__version__,
+        "date": date.today().isoformat(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": __import__("os").cpu_count(),
+        "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     for row in rows:

@@ -41,9 +41,7 @@ def reference_scores(cfg: DictConfig, env: Any) -> tuple[float, float | None, di
     ref_min, ref_max = ref.min_score, ref.max_score
     if ref_min is None:
         random_policy = RandomPolicy(env.action_space, seed=seed)
-        details["random"] = reference_returns(
-            env, random_policy, ref.episodes, seed, cfg.progress, "ref random"
-        )
+        details["random"] = reference_returns(env, random_policy, ref.episodes, seed, cfg.progress, "ref random")
         ref_min = details["random"]["return_mean"]
     if ref_max is None:
         try:

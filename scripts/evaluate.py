@@ -23,8 +23,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, nargs="?", help="run directory, checkpoints/ directory or .pt file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. env.distractors=test")
-    parser.add_argument("--scripted", metavar="TASK", default=None,
-                        help="evaluate Meta-World's scripted expert on TASK instead of a checkpoint")
+    parser.add_argument(
+        "--scripted",
+        metavar="TASK",
+        default=None,
+        help="evaluate Meta-World's scripted expert on TASK instead of a checkpoint",
+    )
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--videos", type=int, default=None, help="episodes to record (default: all)")
     parser.add_argument("--video-size", type=int, default=256, help="frame size of videos of state-based agents")
@@ -68,8 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
         out = args.out or run_dir / "eval" / f"step_{ckpt['step']:09d}"
-    result = evaluate_policy(policy, env, args.episodes, seed=args.seed, video_dir=out / "videos",
-                             videos=args.videos, progress=True)
+    result = evaluate_policy(
+        policy, env, args.episodes, seed=args.seed, video_dir=out / "videos", videos=args.videos, progress=True
+    )
     result.update(info, task=env_cfg["task"], overrides=args.overrides)
     score = normalized_score_for(cfg, result["return_mean"])
     if score is not None:
@@ -77,8 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
     extra = f", normalised score {score:.1f}" if score is not None else ""
-    print(f"[eval] {env_cfg['task']} {info.get('step', 'scripted')}: success {result['success_rate']:.2f}, return "
-          f"{result['return_mean']:.1f} ± {result['return_std']:.1f}{extra} over {args.episodes} episodes -> {out}")
+    print(
+        f"[eval] {env_cfg['task']} {info.get('step', 'scripted')}: success {result['success_rate']:.2f}, return "
+        f"{result['return_mean']:.1f} ± {result['return_std']:.1f}{extra} over {args.episodes} episodes -> {out}"
+    )
     env.close()
     return result
 

@@ -37,18 +37,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     metaworld = suites.add_parser("metaworld", help="scripted-policy tiers of Meta-World tasks")
     metaworld.add_argument("--tasks", default=",".join(METAWORLD_TASKS), help="comma-separated Meta-World tasks")
     metaworld.add_argument("--time-limit", type=int, default=None, help="steps per episode (default 500)")
-    metaworld.add_argument("--medium-noise", default=None, metavar="STD,EPS",
-                           help="medium tier's noise_std,epsilon for every task (default: measured per task)")
+    metaworld.add_argument(
+        "--medium-noise",
+        default=None,
+        metavar="STD,EPS",
+        help="medium tier's noise_std,epsilon for every task (default: measured per task)",
+    )
     common(metaworld, METAWORLD_TIERS)
 
     mujoco = suites.add_parser("mujoco", help="D4RL tiers from the checkpoints of one SAC run")
     mujoco.add_argument("--run", required=True, help="run directory of scripts/train.py (keep_checkpoints=0)")
     mujoco.add_argument("--task", default=None, help="checked against the run's task, e.g. Hopper-v5")
-    mujoco.add_argument("--medium-fraction", type=float, default=1 / 3,
-                        help="medium: first checkpoint reaching this fraction of the final return (default 1/3)")
+    mujoco.add_argument(
+        "--medium-fraction",
+        type=float,
+        default=1 / 3,
+        help="medium: first checkpoint reaching this fraction of the final return (default 1/3)",
+    )
     mujoco.add_argument("--medium-step", type=int, default=None, help="use this checkpoint step as medium")
-    mujoco.add_argument("--select", choices=("metrics", "evaluate"), default="metrics",
-                        help="checkpoint returns from metrics.csv (default) or by evaluating each checkpoint")
+    mujoco.add_argument(
+        "--select",
+        choices=("metrics", "evaluate"),
+        default="metrics",
+        help="checkpoint returns from metrics.csv (default) or by evaluating each checkpoint",
+    )
     mujoco.add_argument("--eval-episodes", type=int, default=5, help="episodes per checkpoint with --select evaluate")
     mujoco.add_argument("--device", default="cpu", help="where the checkpoints' agents act (default cpu)")
     common(mujoco, SAC_RUN_TIERS)
@@ -61,14 +73,40 @@ def _fmt(value, spec: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """The summary as a fixed-width text table (also valid Markdown)."""
-    header = ["dataset", "tier", "episodes", "steps", "return", "success", "ref random", "ref expert",
-              "normalized", "time s", "status"]
-    lines = [[row["dataset_id"], row["tier"], str(row["episodes"]), str(row["steps"]), _fmt(row["return_mean"], ".1f"),
-              _fmt(row["success_rate"], ".2f"), _fmt(row["ref_min"], ".1f"), _fmt(row["ref_max"], ".1f"),
-              _fmt(row["normalized"], ".1f"), _fmt(row["seconds"], ".1f"), row["status"]] for row in rows]
+    header = [
+        "dataset",
+        "tier",
+        "episodes",
+        "steps",
+        "return",
+        "success",
+        "ref random",
+        "ref expert",
+        "normalized",
+        "time s",
+        "status",
+    ]
+    lines = [
+        [
+            row["dataset_id"],
+            row["tier"],
+            str(row["episodes"]),
+            str(row["steps"]),
+            _fmt(row["return_mean"], ".1f"),
+            _fmt(row["success_rate"], ".2f"),
+            _fmt(row["ref_min"], ".1f"),
+            _fmt(row["ref_max"], ".1f"),
+            _fmt(row["normalized"], ".1f"),
+            _fmt(row["seconds"], ".1f"),
+            row["status"],
+        ]
+        for row in rows
+    ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
-           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     out += ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
     return "\n".join(out)
 
@@ -97,25 +135,49 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 if resolve_task(task)[0] != METAWORLD:
                     raise RecipeError(f"{task!r} is not a Meta-World task")
             for task in tasks:
-                rows += metaworld_tiers(task, args.episodes, tiers, args.seed, args.time_limit,
-                                        args.reference_episodes, args.overwrite, not args.no_progress, medium)
+                rows += metaworld_tiers(
+                    task,
+                    args.episodes,
+                    tiers,
+                    args.seed,
+                    args.time_limit,
+                    args.reference_episodes,
+                    args.overwrite,
+                    not args.no_progress,
+                    medium,
+                )
         else:
             rows, choice = sac_run_tiers(
-                args.run, args.episodes, tiers, args.task, args.seed, args.medium_fraction, args.medium_step,
-                args.select, args.eval_episodes, args.reference_episodes, args.overwrite, not args.no_progress,
+                args.run,
+                args.episodes,
+                tiers,
+                args.task,
+                args.seed,
+                args.medium_fraction,
+                args.medium_step,
+                args.select,
+                args.eval_episodes,
+                args.reference_episodes,
+                args.overwrite,
+                not args.no_progress,
                 args.device,
             )
             if choice.get("medium_step") is not None:
                 scores = choice.get("scores") or {}
-                print(f"[make_datasets] final checkpoint step {choice['final_step']}, medium step "
-                      f"{choice['medium_step']} (returns: " +
-                      ", ".join(f"{s}: {v:.1f}" for s, v in sorted(scores.items())) + ")")
+                print(
+                    f"[make_datasets] final checkpoint step {choice['final_step']}, medium step "
+                    f"{choice['medium_step']} (returns: "
+                    + ", ".join(f"{s}: {v:.1f}" for s, v in sorted(scores.items()))
+                    + ")"
+                )
     except (RecipeError, DatasetError, UnknownTaskError, FileNotFoundError) as err:
         raise SystemExit(f"[make_datasets] error: {err}") from None
     print(format_table(rows))
-    print(f"[make_datasets] {sum(r['status'] == 'built' for r in rows)} built, "
-          f"{sum(r['status'] == 'exists' for r in rows)} kept (exist; --overwrite rebuilds) in "
-          f"{time.time() - start:.1f}s")
+    print(
+        f"[make_datasets] {sum(r['status'] == 'built' for r in rows)} built, "
+        f"{sum(r['status'] == 'exists' for r in rows)} kept (exist; --overwrite rebuilds) in "
+        f"{time.time() - start:.1f}s"
+    )
     if args.summary:
         Path(args.summary).write_text(json.dumps(rows, indent=2))
     return rows

@@ -29,8 +29,9 @@ def read_metric(csv_path: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
 def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = defaultdict(list)
     for root in paths:
-        for csv_path in sorted([root / "metrics.csv"] if (root / "metrics.csv").exists()
-                               else root.rglob("metrics.csv")):
+        for csv_path in sorted(
+            [root / "metrics.csv"] if (root / "metrics.csv").exists() else root.rglob("metrics.csv")
+        ):
             run = csv_path.parent
             label = str(run.parent) if run.name.startswith("seed") else str(run)
             groups[label].append(csv_path)
@@ -55,8 +56,11 @@ def curve(csv_paths: list[Path], metric: str, points: int = 100):
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--metric", action="append", help="column of metrics.csv (repeatable); "
-                        "default eval/success_rate and eval/return_mean")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        help="column of metrics.csv (repeatable); default eval/success_rate and eval/return_mean",
+    )
     parser.add_argument("--out", type=Path, default=Path("curves.png"))
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)

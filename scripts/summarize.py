@@ -53,8 +53,11 @@ def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--metric", action="append", help="key of results.json's final/best (repeatable); "
-                        "default success_rate and return_mean")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        help="key of results.json's final/best (repeatable); default success_rate and return_mean",
+    )
     args = parser.parse_args(argv)
     groups, unfinished = collect(args.runs)
     if not groups:

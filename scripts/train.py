@@ -77,12 +77,21 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     envs = make_vector_env(env_cfg, num_envs=t.num_envs, asynchronous=t.asynchronous_envs)
     eval_env = make_env(env_cfg)
     try:
-        agent = make_agent(OmegaConf.to_container(cfg.agent, resolve=True), envs.single_observation_space,
-                           envs.single_action_space, device)
-        buffer = ReplayBuffer.from_spaces(t.replay_size, envs.single_observation_space, envs.single_action_space,
-                                          device=device if t.replay_device == "auto" else t.replay_device)
-        trainer = OnlineTrainer(OnlineTrainerConfig(**trainer_cfg), envs, eval_env, agent, buffer, logger,
-                                run_dir, seed=cfg.seed)
+        agent = make_agent(
+            OmegaConf.to_container(cfg.agent, resolve=True),
+            envs.single_observation_space,
+            envs.single_action_space,
+            device,
+        )
+        buffer = ReplayBuffer.from_spaces(
+            t.replay_size,
+            envs.single_observation_space,
+            envs.single_action_space,
+            device=device if t.replay_device == "auto" else t.replay_device,
+        )
+        trainer = OnlineTrainer(
+            OnlineTrainerConfig(**trainer_cfg), envs, eval_env, agent, buffer, logger, run_dir, seed=cfg.seed
+        )
         if cfg.resume and (run_dir / "checkpoints" / "latest.pt").exists():
             trainer.resume(run_dir / "checkpoints")
             logger.summary(f"[resume] continuing {run_dir} from step {trainer.step}")
@@ -103,14 +112,17 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, device, logger) ->
         from embodied_rl.pipelines.ssorl import prepare_ssorl_dataset
 
         trajectories, diagnostics = prepare_ssorl_dataset(
-            trajectories, OmegaConf.to_container(cfg.ssorl, resolve=True), seed=cfg.seed, device=str(device))
+            trajectories, OmegaConf.to_container(cfg.ssorl, resolve=True), seed=cfg.seed, device=str(device)
+        )
         (run_dir / "ssorl.json").write_text(json.dumps(diagnostics, indent=2, default=float))
         proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
         if proxy:  # diagnosis only: the true actions of the unlabelled part are never trained on
             logger.log(proxy, step=0, prefix="ssorl")
-            logger.summary(f"[ssorl] {diagnostics['arm']}: {diagnostics['num_labelled']} labelled / "
-                           f"{diagnostics['num_unlabelled']} action-free trajectories; proxy-action MSE "
-                           f"{proxy['proxy_action_mse']:.4f}, MAE {proxy['proxy_action_mae']:.4f}")
+            logger.summary(
+                f"[ssorl] {diagnostics['arm']}: {diagnostics['num_labelled']} labelled / "
+                f"{diagnostics['num_unlabelled']} action-free trajectories; proxy-action MSE "
+                f"{proxy['proxy_action_mse']:.4f}, MAE {proxy['proxy_action_mae']:.4f}"
+            )
         else:
             logger.summary(f"[ssorl] {diagnostics['arm']}: {diagnostics['num_dataset_trajectories']} trajectories")
     return trajectories, dataset_id
@@ -142,8 +154,9 @@ def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     try:
         trajectories, dataset_id = offline_trajectories(cfg, env, run_dir, device, logger)
         data = transitions_from_trajectories(trajectories, device=device)
-        agent = make_agent(OmegaConf.to_container(cfg.agent, resolve=True), env.observation_space,
-                           env.action_space, device)
+        agent = make_agent(
+            OmegaConf.to_container(cfg.agent, resolve=True), env.observation_space, env.action_space, device
+        )
         if hasattr(agent, "fit_normalizer"):
             agent.fit_normalizer(data.obs)
         data = scale_rewards(data, trajectories, cfg)
@@ -151,9 +164,16 @@ def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         for key in ("kind", "dataset", "reward"):
             trainer_cfg.pop(key)
-        trainer = OfflineTrainer(OfflineTrainerConfig(**trainer_cfg), data, env, agent, logger, run_dir,
-                                 seed=cfg.seed,
-                                 ref_scores=(metadata.get("ref_min_score"), metadata.get("ref_max_score")))
+        trainer = OfflineTrainer(
+            OfflineTrainerConfig(**trainer_cfg),
+            data,
+            env,
+            agent,
+            logger,
+            run_dir,
+            seed=cfg.seed,
+            ref_scores=(metadata.get("ref_min_score"), metadata.get("ref_max_score")),
+        )
         logger.summary(f"[data] {dataset_id}: {len(trajectories)} episodes, {len(data)} transitions")
         if cfg.resume and (run_dir / "checkpoints" / "latest.pt").exists():
             trainer.resume(run_dir / "checkpoints")
