@@ -523,6 +523,40 @@ def test_iql_compiled_update_equals_eager():
     check_compiled_equals_eager("iql_schedule")
 
 
+def test_iql_checkpoint_moves_between_compiled_and_eager():
+    """The compiled step keeps Adam's state in the optimisers: a compiled agent's checkpoint continues in an
+    eager agent, and an eager one's in a compiled agent, exactly as in an agent of its own kind."""
+    batches = [make_batch(i) for i in range(4)]
+    first, second = fitted(make("iql_schedule", compile=True)), fitted(make("iql_schedule"))
+    for agent in (first, second):
+        for batch in batches[:2]:
+            agent.update(batch)
+    for source in (first, second):
+        continuations = []
+        for compile in (False, True):
+            agent = make("iql_schedule", seed=7, compile=compile)
+            agent.load_state_dict(source.state_dict())
+            for batch in batches[2:]:
+                agent.update(batch)
+            assert agent.actor_optimizer.state_dict()["state"][0]["step"].item() == 4
+            continuations.append(agent)
+        assert_same_parameters(*continuations, rtol=1e-5, atol=1e-6)
+    assert_same_parameters(first, second, rtol=1e-5, atol=1e-6)  # the sources were updated alike too
+
+
+def test_functional_step_rejects_what_it_cannot_do():
+    from embodied_rl.agents.functional_step import FunctionalStep
+
+    net, other = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    loss = lambda x: (net(x).sum(), {})  # noqa: E731
+    with pytest.raises(ValueError, match="plain Adam"):
+        FunctionalStep([(net, torch.optim.Adam(net.parameters(), weight_decay=0.1))], loss, compile=False)
+    with pytest.raises(ValueError, match="its own module"):
+        FunctionalStep([(net, torch.optim.Adam(other.parameters()))], loss, compile=False)
+    with pytest.raises(ValueError, match="needs an optimiser"):
+        FunctionalStep([(net, torch.optim.Adam([net.weight]))], loss, compile=False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["td3bc", "bc_nll"])
 def test_compiled_update_equals_eager(name):

@@ -37,12 +37,10 @@ Choices and deviations, all deliberate:
   CUDA graph.
 - Truncated episodes bootstrap: only `terminated` cuts the target.
 
-Speed: no host sync in `update`; it returns detached tensors. `compile=True` compiles the joint loss
-(forward, and its backward through AOTAutograd); backward call, fused Adam steps and the Polyak update stay
-eager. `cudagraphs=True` (CUDA only) captures the whole step in a CUDA graph after three warm-up calls.
-On a 2-core CPU with 256 units and batch 256 the update is bound by its matrix products (the same in any
-implementation): there `compile=True` is about 1.3x the plain CORL-style loop of `embodied_rl.bench.plain_iql`
-(`scripts/benchmark.py --only iql`); the gap grows where per-op overhead dominates (smaller nets, GPUs).
+Speed: no host sync in `update`; it returns detached tensors. `compile=True` compiles the whole step
+(gradients by torch.func, the three Adam steps and the Polyak update: `FunctionalStep`) into one graph; the
+optimisers keep their state, so checkpoints are the same with and without it. `cudagraphs=True` (CUDA only)
+captures the step in a CUDA graph after three warm-up calls. See README "Speed" for the figures.
 """
 
 from __future__ import annotations
@@ -56,7 +54,8 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import make_adam, maybe_compile, maybe_cuda_graph, soft_update_
+from embodied_rl.agents.common import make_adam, maybe_cuda_graph, soft_update_
+from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.offline import GaussianActor, OfflineAgentBase
 from embodied_rl.nn import EnsembleMLP, mlp
 
@@ -152,8 +151,20 @@ class IQL(OfflineAgentBase):
         self.actor_optimizer.param_groups[0]["lr"] = self._actor_lr_tensor if scheduled else self.actor_lr
         if scheduled:
             self._actor_lr_tensor.fill_(self.scheduled_actor_lr(self.num_updates))
-        self._forward_step = maybe_compile(self._forward, self.compile, self.compile_mode)
-        self._step = maybe_cuda_graph(self._step_eager, self.cudagraphs, self.device)
+        if self.compile:  # the whole step as one compiled graph (see embodied_rl.agents.functional_step)
+            step = FunctionalStep(
+                [
+                    (self.value, self.value_optimizer),
+                    (self.critic, self.critic_optimizer),
+                    (self.actor, self.actor_optimizer),
+                ],
+                self._forward,
+                polyak=[(self.critic_target, self.critic, self.tau)],
+                compile_mode=self.compile_mode,
+            )
+        else:
+            step = self._step_eager
+        self._step = maybe_cuda_graph(step, self.cudagraphs, self.device)
 
     def _modules(self) -> dict[str, nn.Module]:
         return {"critic": self.critic, "critic_target": self.critic_target, "value": self.value, "actor": self.actor}
@@ -241,7 +252,7 @@ class IQL(OfflineAgentBase):
         next_obs: torch.Tensor,
         terminated: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        loss, metrics = self._forward_step(obs, action, reward, next_obs, terminated)
+        loss, metrics = self._forward(obs, action, reward, next_obs, terminated)
         optimizers = (self.value_optimizer, self.critic_optimizer, self.actor_optimizer)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
