@@ -350,12 +350,11 @@ def eager_random_numbers():
         yield
 
 
-def test_compiled_update_equals_eager():
-    batches = [make_batch(i) for i in range(4)]
+def check_compiled_equals_eager(batches: list[dict], **hparams) -> None:
     results = {}
     with eager_random_numbers():
         for compile in (False, True):
-            agent = make_agent(seed=0, compile=compile, max_grad_norm=10.0)
+            agent = make_agent(seed=0, compile=compile, **hparams)
             torch.manual_seed(1)
             results[compile] = (agent, [agent.update(batch) for batch in batches])
     (eager, eager_metrics), (compiled, compiled_metrics) = results[False], results[True]
@@ -364,6 +363,24 @@ def test_compiled_update_equals_eager():
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
     assert_same_parameters(eager, compiled, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "hparams",
+    [{}, {"max_grad_norm": 0.01}, {"learn_alpha": False, "actor_update_every": 2}],
+    ids=["default", "clipped", "fixed_alpha"],
+)
+def test_compiled_update_equals_eager(hparams):
+    """The compiled steps (one graph each: gradients, clipping, Adam) match the eager ones; max_grad_norm=0.01
+    clips every step."""
+    check_compiled_equals_eager([make_batch(i) for i in range(4)], **hparams)
+
+
+@pytest.mark.slow
+def test_compiled_pixel_update_equals_eager():
+    """Pixels with DrQ shifts: the encoder is trained through the compiled critic step."""
+    batches = [pixel_batch(PIXEL_SPACE, seed=i) for i in range(3)]
+    check_compiled_equals_eager(batches, obs_space=PIXEL_SPACE, augment=True, **PIXEL_KW)
 
 
 def test_cudagraphs_off_cuda_warns_and_falls_back():

@@ -36,12 +36,14 @@ class _Holder(nn.Module):
 
 
 class FunctionalStep:
-    """`step(*inputs) -> metrics`: one optimisation step of `pairs` (module, its Adam optimiser) on the loss
-    `loss_fn(*inputs) -> (loss, metrics)`, then `target <- lerp(target, source, tau)` for each of `polyak`.
+    """`step(*inputs) -> (aux, grad_norm)`: one optimisation step of `pairs` (module, its Adam optimiser) on the
+    loss `loss_fn(*inputs) -> (loss, aux)`, then `target <- lerp(target, source, tau)` for each of `polyak`.
 
     `loss_fn` uses the modules as usual (e.g. an agent's method reading `self.critic`); the modules' parameters
-    are swapped for differentiable ones while it runs. Only plain Adam (no weight decay, amsgrad or maximize)
-    is supported. `compile=False` runs the same function eagerly (slower than the usual step; for tests).
+    are swapped for differentiable ones while it runs. `max_grad_norm` clips the gradient of the first pair's
+    parameters to that total 2-norm as `nn.utils.clip_grad_norm_` does, and `grad_norm` is its norm before
+    clipping (None without clipping). Only plain Adam (no weight decay, amsgrad or maximize) is supported.
+    `compile=False` runs the same function eagerly (slower than the usual step; for tests).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class FunctionalStep:
         pairs: Sequence[tuple[nn.Module, torch.optim.Adam]],
         loss_fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
         polyak: Sequence[tuple[nn.Module, nn.Module, float]] = (),
+        max_grad_norm: float | None = None,
         compile: bool = True,
         compile_mode: str | None = None,
     ):
@@ -68,6 +71,9 @@ class FunctionalStep:
                     self.entries.append((name_of[id(p)], p, optimizer, index))
         if len(self.entries) != len(name_of):
             raise ValueError("every parameter of the trained modules needs an optimiser")
+        first = {id(p) for p in pairs[0][0].parameters()}
+        self.clipped = [name for name, p, _, _ in self.entries if id(p) in first]
+        self.max_grad_norm = max_grad_norm
         self.polyak = [
             ([t.detach() for t in target.parameters()], [s.detach() for s in source.parameters()], float(tau))
             for target, source, tau in polyak
@@ -83,7 +89,7 @@ class FunctionalStep:
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    def __call__(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, *inputs: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
         names, params, steps, exp_avgs, exp_avg_sqs, hyper = [], [], [], [], [], []
         for name, p, optimizer, index in self.entries:  # gathered per call: load_state_dict replaces state
             state = self._adam_state(p, optimizer)
@@ -96,12 +102,19 @@ class FunctionalStep:
             hyper.append((group["lr"], *group["betas"], group["eps"]))
         return self._step(names, params, steps, exp_avgs, exp_avg_sqs, hyper, inputs)
 
-    def _pure_step(self, names, params, steps, exp_avgs, exp_avg_sqs, hyper, inputs) -> dict[str, torch.Tensor]:
+    def _pure_step(self, names, params, steps, exp_avgs, exp_avg_sqs, hyper, inputs) -> tuple[Any, Any]:
         def loss(parameters: dict[str, torch.Tensor]):
             return functional_call(self.holder, parameters, inputs)
 
-        grads, metrics = grad(loss, has_aux=True)(dict(zip(names, params)))
+        grads, aux = grad(loss, has_aux=True)(dict(zip(names, params)))
+        grad_norm = None
         with torch.no_grad():
+            if self.max_grad_norm is not None:
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(grads[name]) for name in self.clipped])
+                )
+                scale = (self.max_grad_norm / (grad_norm + 1e-6)).clamp(max=1.0)
+                grads = {name: g * scale if name in self.clipped else g for name, g in grads.items()}
             for name, p, step, m, v, (lr, beta1, beta2, eps) in zip(names, params, steps, exp_avgs, exp_avg_sqs, hyper):
                 g = grads[name]
                 step.add_(1)
@@ -112,4 +125,4 @@ class FunctionalStep:
                 p.sub_(step_size * m / denom)
             for targets, sources, tau in self.polyak:
                 torch._foreach_lerp_(targets, sources, tau)
-        return metrics
+        return aux, grad_norm

@@ -162,9 +162,9 @@ class IQL(OfflineAgentBase):
                 polyak=[(self.critic_target, self.critic, self.tau)],
                 compile_mode=self.compile_mode,
             )
+            self._step = maybe_cuda_graph(lambda *batch: step(*batch)[0], self.cudagraphs, self.device)
         else:
-            step = self._step_eager
-        self._step = maybe_cuda_graph(step, self.cudagraphs, self.device)
+            self._step = maybe_cuda_graph(self._step_eager, self.cudagraphs, self.device)
 
     def _modules(self) -> dict[str, nn.Module]:
         return {"critic": self.critic, "critic_target": self.critic_target, "value": self.value, "actor": self.actor}

@@ -46,11 +46,11 @@ Pixel observations (uint8 images, or a Dict with "pixels" and optionally "state"
   per update (no averaging over K, M augmentations as in DrQ).
 
 Speed: no `.item()` / `.cpu()` or other host sync in `update`; it returns detached tensors. Adam uses its
-fused kernel. `compile=True` compiles the loss computations with `torch.compile` (`compile_mode`, default
-"default"); their backward runs as the compiled AOTAutograd backward, while `backward()` calls and the
-optimiser steps stay eager (no graph breaks). `cudagraphs=True` (CUDA only) captures each whole step -
-losses, backward, optimiser step, Polyak update - in a CUDA graph after three warm-up calls per step.
-On a 2-core CPU the update is matmul-bound and compiling does not speed it up; it pays off on a GPU.
+fused kernel. `compile=True` turns the critic step and the actor + temperature step into one compiled graph
+each (`torch.compile`, `compile_mode`): gradients by torch.func, clipping and the Adam arithmetic included
+(`embodied_rl.agents.functional_step`); the optimisers keep their state, so checkpoints are the same either
+way. `cudagraphs=True` (CUDA only) captures each whole step - losses, backward, optimiser step, Polyak
+update - in a CUDA graph after three warm-up calls per step. See README "Speed" for the figures.
 """
 
 from __future__ import annotations
@@ -69,12 +69,12 @@ from embodied_rl.agents.common import (
     detached_parameters,
     load_optimizer_state,
     make_adam,
-    maybe_compile,
     maybe_cuda_graph,
     observation_to_tensor,
     resolve_device,
     soft_update_,
 )
+from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.nn import EnsembleMLP, ObservationEncoder, TanhNormal, map_pixels, mlp, random_shift
 from embodied_rl.nn.mlp import Activation
 from embodied_rl.nn.observation import Observation
@@ -119,6 +119,14 @@ class Critic(nn.Module):
 
     def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.q(torch.cat([features, action], dim=-1)).squeeze(-1)  # (E, B, 1) -> (E, B)
+
+
+class Temperature(nn.Module):
+    """The entropy temperature as alpha = exp(log_alpha); a module so that compiled steps can train it."""
+
+    def __init__(self, init_alpha: float, learnable: bool):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(float(np.log(init_alpha))), requires_grad=learnable)
 
 
 class SAC:
@@ -206,7 +214,7 @@ class SAC:
             self.critic_layer_norm,
         ).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.tensor(float(np.log(self.init_alpha)), device=device, requires_grad=self.learn_alpha)
+        self.temperature = Temperature(self.init_alpha, self.learn_alpha).to(device)
         low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=device)
         high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=device)
         self.action_scale, self.action_bias = (high - low) / 2.0, (high + low) / 2.0  # (A,)
@@ -216,19 +224,32 @@ class SAC:
             [*self.encoder.parameters(), *self.critic.parameters()], self.critic_lr, capturable
         )
         self.actor_optimizer = make_adam(self.actor.parameters(), self.actor_lr, capturable)
-        self.alpha_optimizer = make_adam([self.log_alpha], self.alpha_lr, capturable)
+        self.alpha_optimizer = make_adam(self.temperature.parameters(), self.alpha_lr, capturable)
         self._setup_steps()
 
     def _setup_steps(self) -> None:
-        """Wrap the update steps. `compile`: the loss computations (forward, and through AOTAutograd the
-        backward) are compiled; backward calls and the fused Adam steps stay eager, which avoids graph breaks
-        and is faster than compiling the optimiser. `cudagraphs`: each whole step (compiled losses, backward,
-        optimiser step, Polyak update) is captured in a CUDA graph. Re-run after the optimiser state is
-        replaced, since CUDA graphs hold pointers to it."""
-        self._critic_forward_step = maybe_compile(self._critic_forward, self.compile, self.compile_mode)
-        self._actor_forward_step = maybe_compile(self._actor_forward, self.compile, self.compile_mode)
-        self._critic_step = maybe_cuda_graph(self._critic_step_eager, self.cudagraphs, self.device)
-        self._actor_step = maybe_cuda_graph(self._actor_step_eager, self.cudagraphs, self.device)
+        """Wrap the update steps. `compile`: the critic step and the actor + temperature step each become one
+        compiled graph (gradients, clipping and Adam included: `FunctionalStep`). `cudagraphs`: each whole step
+        (also the Polyak update) is captured in a CUDA graph. Re-run after the optimiser state is replaced,
+        since CUDA graphs hold pointers to it."""
+        if self.compile:
+            self._critic_functional = FunctionalStep(
+                [(nn.ModuleList([self.encoder, self.critic]), self.critic_optimizer)],
+                self._critic_forward_with_features,
+                max_grad_norm=self.max_grad_norm,
+                compile_mode=self.compile_mode,
+            )
+            trained = [(self.actor, self.actor_optimizer)]
+            if self.learn_alpha:
+                trained.append((self.temperature, self.alpha_optimizer))
+            self._actor_functional = FunctionalStep(
+                trained, self._actor_forward, max_grad_norm=self.max_grad_norm, compile_mode=self.compile_mode
+            )
+            critic_step, actor_step = self._critic_step_compiled, self._actor_step_compiled
+        else:
+            critic_step, actor_step = self._critic_step_eager, self._actor_step_eager
+        self._critic_step = maybe_cuda_graph(critic_step, self.cudagraphs, self.device)
+        self._actor_step = maybe_cuda_graph(actor_step, self.cudagraphs, self.device)
         self._target_step = maybe_cuda_graph(self._target_step_eager, self.cudagraphs, self.device)
         self._last_actor_metrics: dict[str, torch.Tensor] = {}
 
@@ -316,6 +337,10 @@ class SAC:
             loss = loss + temperature_loss
         return loss, metrics
 
+    def _critic_forward_with_features(self, *batch: Any) -> tuple[torch.Tensor, tuple[dict, torch.Tensor]]:
+        loss, metrics, features = self._critic_forward(*batch)
+        return loss, (metrics, features)
+
     def _backward_and_step(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> torch.Tensor | None:
         """Backward, optional gradient-norm clipping of the first optimiser's parameters (returns their
         pre-clip norm), then a step of every optimiser."""
@@ -339,7 +364,7 @@ class SAC:
         terminated: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Encoder + critic gradient step; returns metrics and the detached features of `obs`."""
-        loss, metrics, features = self._critic_forward_step(obs, action, reward, next_obs, terminated)
+        loss, metrics, features = self._critic_forward(obs, action, reward, next_obs, terminated)
         grad_norm = self._backward_and_step(loss, self.critic_optimizer)
         if grad_norm is not None:
             metrics["critic_grad_norm"] = grad_norm
@@ -347,9 +372,24 @@ class SAC:
 
     def _actor_step_eager(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actor and temperature gradient steps on the same sampled actions."""
-        loss, metrics = self._actor_forward_step(features)
+        loss, metrics = self._actor_forward(features)
         optimizers = [self.actor_optimizer] + ([self.alpha_optimizer] if self.learn_alpha else [])
         grad_norm = self._backward_and_step(loss, *optimizers)
+        if grad_norm is not None:
+            metrics["actor_grad_norm"] = grad_norm
+        metrics["alpha"] = self.log_alpha.detach().exp()
+        return metrics
+
+    def _critic_step_compiled(self, *batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """`_critic_step_eager` as one compiled graph."""
+        (metrics, features), grad_norm = self._critic_functional(*batch)
+        if grad_norm is not None:
+            metrics["critic_grad_norm"] = grad_norm
+        return metrics, features
+
+    def _actor_step_compiled(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`_actor_step_eager` as one compiled graph."""
+        metrics, grad_norm = self._actor_functional(features)
         if grad_norm is not None:
             metrics["actor_grad_norm"] = grad_norm
         metrics["alpha"] = self.log_alpha.detach().exp()
@@ -389,6 +429,10 @@ class SAC:
         unit_action = dist.mode if deterministic else dist.sample()  # (B, A) in [-1, 1]
         action = (unit_action * self.action_scale + self.action_bias).cpu().numpy().astype(np.float32)
         return action if batched else action[0]
+
+    @property
+    def log_alpha(self) -> torch.Tensor:
+        return self.temperature.log_alpha
 
     @property
     def alpha(self) -> torch.Tensor:
