@@ -10,8 +10,8 @@ Offline Reinforcement Learning", Section 5; CORL's `any_percent_bc`). For a mini
 
 The policy heads and `OfflineAgentBase` live in `embodied_rl.agents.offline` (shared with IQL and TD3+BC).
 
-Speed: no host sync in `update`; `compile=True` compiles the loss (forward and, through AOTAutograd, the
-backward); `cudagraphs=True` (CUDA only) captures loss, backward and Adam step in one CUDA graph.
+Speed: no host sync in `update`; `compile=True` compiles the whole step (gradient and Adam step,
+`FunctionalStep`) into one graph; `cudagraphs=True` (CUDA only) captures loss, backward and Adam step in one CUDA graph.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import batch_fields, make_adam, maybe_compile, maybe_cuda_graph
+from embodied_rl.agents.common import batch_fields, make_adam, maybe_cuda_graph
+from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.offline import DeterministicActor, GaussianActor, OfflineAgentBase
 
 
@@ -71,8 +72,14 @@ class BC(OfflineAgentBase):
         self.optimizer = make_adam(self.actor.parameters(), self.lr, self._capturable)
 
     def _setup_steps(self) -> None:
-        self._forward_step = maybe_compile(self._forward, self.compile, self.compile_mode)
-        self._step = maybe_cuda_graph(self._step_eager, self.cudagraphs, self.device)
+        step = self._step_eager
+        if self.compile:  # the whole step as one compiled graph (embodied_rl.agents.functional_step)
+            functional = FunctionalStep([(self.actor, self.optimizer)], self._forward, compile_mode=self.compile_mode)
+
+            def step(obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+                return functional(obs, action)[0]
+
+        self._step = maybe_cuda_graph(step, self.cudagraphs, self.device)
 
     def _modules(self) -> dict[str, nn.Module]:
         return {"actor": self.actor}
@@ -95,7 +102,7 @@ class BC(OfflineAgentBase):
         return loss, metrics
 
     def _step_eager(self, obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss, metrics = self._forward_step(obs, action)
+        loss, metrics = self._forward(obs, action)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -138,12 +138,6 @@ class CudaGraphStep:
         return pytree.tree_map(lambda t: t.clone(), self.static_outputs)
 
 
-def maybe_compile(fn: Callable[..., Any], compile: bool, mode: str | None = None) -> Callable[..., Any]:
-    """`torch.compile(fn, mode=mode)`, or `fn` unchanged. The default mode fuses elementwise work without
-    autotuning and without CUDA graphs of its own; "max-autotune-no-cudagraphs" also tunes matmuls."""
-    return torch.compile(fn, mode=mode) if compile else fn
-
-
 def maybe_cuda_graph(fn: Callable[..., Any], cudagraphs: bool, device: torch.device) -> Callable[..., Any]:
     """`CudaGraphStep(fn)` on a CUDA device, or `fn` unchanged; `cudagraphs=True` off CUDA warns and falls
     back to running `fn` normally."""

@@ -56,6 +56,7 @@ class FunctionalStep:
         compile_mode: str | None = None,
     ):
         self.holder = _Holder([module for module, _ in pairs], loss_fn)
+        trained_ids = {id(m) for module, _ in pairs for m in module.modules()}
         name_of = {id(p): name for name, p in self.holder.named_parameters()}
         self.optimizers = [optimizer for _, optimizer in pairs]
         # One entry per trained parameter: (name, parameter, optimiser, param-group index).
@@ -74,8 +75,15 @@ class FunctionalStep:
         first = {id(p) for p in pairs[0][0].parameters()}
         self.clipped = [name for name, p, _, _ in self.entries if id(p) in first]
         self.max_grad_norm = max_grad_norm
+        # Polyak pairs: (target, source, tau, names of the source's parameters if it is trained here, else None).
+        # Trained sources are read from the step's own parameters so that no tensor enters the graph twice.
         self.polyak = [
-            ([t.detach() for t in target.parameters()], [s.detach() for s in source.parameters()], float(tau))
+            (
+                target,
+                source,
+                float(tau),
+                [name_of[id(p)] for p in source.parameters()] if id(source) in trained_ids else None,
+            )
             for target, source, tau in polyak
         ]
         self._step = torch.compile(self._pure_step, mode=compile_mode) if compile else self._pure_step
@@ -100,9 +108,17 @@ class FunctionalStep:
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             hyper.append((group["lr"], *group["betas"], group["eps"]))
-        return self._step(names, params, steps, exp_avgs, exp_avg_sqs, hyper, inputs)
+        polyak = [
+            (
+                [t.detach() for t in target.parameters()],
+                source_names or [p.detach() for p in source.parameters()],
+                tau,
+            )
+            for target, source, tau, source_names in self.polyak
+        ]
+        return self._step(names, params, steps, exp_avgs, exp_avg_sqs, hyper, polyak, inputs)
 
-    def _pure_step(self, names, params, steps, exp_avgs, exp_avg_sqs, hyper, inputs) -> tuple[Any, Any]:
+    def _pure_step(self, names, params, steps, exp_avgs, exp_avg_sqs, hyper, polyak, inputs) -> tuple[Any, Any]:
         def loss(parameters: dict[str, torch.Tensor]):
             return functional_call(self.holder, parameters, inputs)
 
@@ -123,6 +139,8 @@ class FunctionalStep:
                 step_size = lr / (1.0 - beta1**step)  # bias corrections
                 denom = v.sqrt() / (1.0 - beta2**step).sqrt() + eps
                 p.sub_(step_size * m / denom)
-            for targets, sources, tau in self.polyak:
+            trained = dict(zip(names, params))
+            for targets, sources, tau in polyak:  # sources: tensors, or names of trained parameters
+                sources = [trained[s] if isinstance(s, str) else s for s in sources]
                 torch._foreach_lerp_(targets, sources, tau)
         return aux, grad_norm

@@ -30,8 +30,8 @@ Choices and deviations, all deliberate:
 - Truncated episodes bootstrap: only `terminated` cuts the target.
 
 Speed: no host sync in `update` (the delayed actor step is decided by a Python counter); `compile=True`
-compiles the critic and actor losses; `cudagraphs=True` (CUDA only) captures the critic step and the
-actor + Polyak step as two CUDA graphs.
+makes the critic step and the actor + Polyak step one compiled graph each (`FunctionalStep`);
+`cudagraphs=True` (CUDA only) captures the same two steps as two CUDA graphs.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from torch import nn
 from embodied_rl.agents.common import (
     detached_parameters,
     make_adam,
-    maybe_compile,
     maybe_cuda_graph,
     soft_update_,
 )
+from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.iql import Critic
 from embodied_rl.agents.offline import DeterministicActor, OfflineAgentBase
 
@@ -108,10 +108,25 @@ class TD3BC(OfflineAgentBase):
 
     def _setup_steps(self) -> None:
         """Wrap the update steps (see SAC._setup_steps); re-run after the optimiser state is replaced."""
-        self._critic_forward_step = maybe_compile(self._critic_forward, self.compile, self.compile_mode)
-        self._actor_forward_step = maybe_compile(self._actor_forward, self.compile, self.compile_mode)
-        self._critic_step = maybe_cuda_graph(self._critic_step_eager, self.cudagraphs, self.device)
-        self._actor_step = maybe_cuda_graph(self._actor_step_eager, self.cudagraphs, self.device)
+        critic_step, actor_step = self._critic_step_eager, self._actor_step_eager
+        if self.compile:  # each step one compiled graph (embodied_rl.agents.functional_step)
+            critic = FunctionalStep(
+                [(self.critic, self.critic_optimizer)], self._critic_forward_and_inputs, compile_mode=self.compile_mode
+            )
+            targets = [(self.critic_target, self.critic, self.tau), (self.actor_target, self.actor, self.tau)]
+            actor = FunctionalStep(
+                [(self.actor, self.actor_optimizer)], self._actor_forward, targets, compile_mode=self.compile_mode
+            )
+
+            def critic_step(*batch: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                (metrics, obs, action), _ = critic(*batch)
+                return metrics, obs, action
+
+            def actor_step(obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+                return actor(obs, action)[0]
+
+        self._critic_step = maybe_cuda_graph(critic_step, self.cudagraphs, self.device)
+        self._actor_step = maybe_cuda_graph(actor_step, self.cudagraphs, self.device)
         self._last_actor_metrics: dict[str, torch.Tensor] = {}
 
     def _modules(self) -> dict[str, nn.Module]:
@@ -170,6 +185,10 @@ class TD3BC(OfflineAgentBase):
         metrics["critic_loss"] = loss.detach()
         return loss, metrics, obs, action
 
+    def _critic_forward_and_inputs(self, *batch: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        loss, metrics, obs, action = self._critic_forward(*batch)
+        return loss, (metrics, obs, action)
+
     def _actor_forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.actor_loss(obs, action)
 
@@ -181,7 +200,7 @@ class TD3BC(OfflineAgentBase):
         next_obs: torch.Tensor,
         terminated: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        loss, metrics, obs, action = self._critic_forward_step(obs, action, reward, next_obs, terminated)
+        loss, metrics, obs, action = self._critic_forward(obs, action, reward, next_obs, terminated)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
@@ -189,7 +208,7 @@ class TD3BC(OfflineAgentBase):
 
     def _actor_step_eager(self, obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actor gradient step, then the Polyak step of both target networks (TD3's delayed update)."""
-        loss, metrics = self._actor_forward_step(obs, action)
+        loss, metrics = self._actor_forward(obs, action)
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
