@@ -58,7 +58,6 @@ class FunctionalStep:
         self.holder = _Holder([module for module, _ in pairs], loss_fn)
         trained_ids = {id(m) for module, _ in pairs for m in module.modules()}
         name_of = {id(p): name for name, p in self.holder.named_parameters()}
-        self.optimizers = [optimizer for _, optimizer in pairs]
         # One entry per trained parameter: (name, parameter, optimiser, param-group index).
         self.entries: list[tuple[str, nn.Parameter, torch.optim.Adam, int]] = []
         for module, optimizer in pairs:
