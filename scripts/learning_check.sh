@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Learning check of README "Results": SAC from states on Meta-World reach-v3 and drawer-open-v3, 3 seeds
 # each, as one local Hydra sweep (joblib launcher), then curves and a table.
-#   STEPS=30000 JOBS=2 bash scripts/learning_check.sh          # what the README reports (2-core CPU)
+#   STEPS=40000 JOBS=2 bash scripts/learning_check.sh          # README, then drawer-open resumed to 200k (see there)
 #   STEPS=200000 JOBS=6 DEVICE=cuda bash scripts/learning_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
