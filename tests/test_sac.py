@@ -331,7 +331,7 @@ def test_pixel_sac_update_and_act(dict_obs):
 def test_pixel_encoder_is_trained_by_the_critic_only():
     agent = make_agent(obs_space=PIXEL_SPACE, **PIXEL_KW)
     batch = pixel_batch(PIXEL_SPACE)
-    _, _, features = agent._critic_forward(**batch)
+    _, (_, features) = agent._critic_forward(**batch)
     assert not features.requires_grad
     loss, _ = agent._actor_forward(features)
     loss.backward()

@@ -235,7 +235,7 @@ class SAC:
         if self.compile:
             self._critic_functional = FunctionalStep(
                 [(nn.ModuleList([self.encoder, self.critic]), self.critic_optimizer)],
-                self._critic_forward_with_features,
+                self._critic_forward,
                 max_grad_norm=self.max_grad_norm,
                 compile_mode=self.compile_mode,
             )
@@ -309,8 +309,8 @@ class SAC:
         reward: torch.Tensor,
         next_obs: Observation,
         terminated: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Augment, encode, critic loss. Returns the loss, metrics and the detached features of `obs`."""
+    ) -> tuple[torch.Tensor, tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Augment, encode, critic loss. Returns the loss and (metrics, the detached features of `obs`)."""
         if self.augment and self.has_pixels:
 
             def shift(images: torch.Tensor) -> torch.Tensor:
@@ -324,7 +324,7 @@ class SAC:
         unit_action = (action - self.action_bias) / self.action_scale  # env bounds -> [-1, 1]
         loss, metrics = self.critic_loss(features, unit_action, reward, next_features, terminated)
         metrics["critic_loss"] = loss.detach()
-        return loss, metrics, features.detach()
+        return loss, (metrics, features.detach())
 
     def _actor_forward(self, features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Actor loss plus temperature loss, and metrics. The two losses touch disjoint parameters (the
@@ -336,10 +336,6 @@ class SAC:
             metrics["alpha_loss"] = temperature_loss.detach()
             loss = loss + temperature_loss
         return loss, metrics
-
-    def _critic_forward_with_features(self, *batch: Any) -> tuple[torch.Tensor, tuple[dict, torch.Tensor]]:
-        loss, metrics, features = self._critic_forward(*batch)
-        return loss, (metrics, features)
 
     def _backward_and_step(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> torch.Tensor | None:
         """Backward, optional gradient-norm clipping of the first optimiser's parameters (returns their
@@ -364,7 +360,7 @@ class SAC:
         terminated: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Encoder + critic gradient step; returns metrics and the detached features of `obs`."""
-        loss, metrics, features = self._critic_forward(obs, action, reward, next_obs, terminated)
+        loss, (metrics, features) = self._critic_forward(obs, action, reward, next_obs, terminated)
         grad_norm = self._backward_and_step(loss, self.critic_optimizer)
         if grad_norm is not None:
             metrics["critic_grad_norm"] = grad_norm

@@ -111,7 +111,7 @@ class TD3BC(OfflineAgentBase):
         critic_step, actor_step = self._critic_step_eager, self._actor_step_eager
         if self.compile:  # each step one compiled graph (embodied_rl.agents.functional_step)
             critic = FunctionalStep(
-                [(self.critic, self.critic_optimizer)], self._critic_forward_and_inputs, compile_mode=self.compile_mode
+                [(self.critic, self.critic_optimizer)], self._critic_forward, compile_mode=self.compile_mode
             )
             targets = [(self.critic_target, self.critic, self.tau), (self.actor_target, self.actor, self.tau)]
             actor = FunctionalStep(
@@ -178,15 +178,12 @@ class TD3BC(OfflineAgentBase):
         reward: torch.Tensor,
         next_obs: torch.Tensor,
         terminated: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Normalise, critic loss. Also returns the normalised obs and [-1, 1] actions for the actor step."""
+    ) -> tuple[torch.Tensor, tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]]:
+        """Normalise, critic loss. Returns the loss and (metrics, the normalised obs and [-1, 1] actions for the
+        actor step)."""
         obs, next_obs, action = self.normalize(obs), self.normalize(next_obs), self.to_unit_action(action)
         loss, metrics = self.critic_loss(obs, action, reward, next_obs, terminated)
         metrics["critic_loss"] = loss.detach()
-        return loss, metrics, obs, action
-
-    def _critic_forward_and_inputs(self, *batch: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        loss, metrics, obs, action = self._critic_forward(*batch)
         return loss, (metrics, obs, action)
 
     def _actor_forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -200,7 +197,7 @@ class TD3BC(OfflineAgentBase):
         next_obs: torch.Tensor,
         terminated: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        loss, metrics, obs, action = self._critic_forward(obs, action, reward, next_obs, terminated)
+        loss, (metrics, obs, action) = self._critic_forward(obs, action, reward, next_obs, terminated)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
