@@ -318,8 +318,18 @@ def test_replay_buffer_wraps_around_and_round_trips_state_dict():
     again = restored.sample(64, torch.Generator().manual_seed(0))
     torch.testing.assert_close(again.obs, sample.obs)
     assert (restored.ptr, len(restored)) == (3, 5)
-    with pytest.raises(ValueError, match="capacity"):
-        ReplayBuffer(capacity=6, obs_shape=(OBS_DIM,), action_dim=ACT_DIM).load_state_dict(buffer.state_dict())
+
+    # a resumed run with another trainer.replay_size: rows move oldest first, the newest survive
+    larger = ReplayBuffer(capacity=8, obs_shape=(OBS_DIM,), action_dim=ACT_DIM)
+    larger.load_state_dict(buffer.state_dict())
+    assert larger.obs[:5, 0].tolist() == [3, 4, 5, 6, 7] and (larger.ptr, len(larger)) == (5, 5)
+    larger.add(*step(9))
+    assert larger.obs[:6, 0].tolist() == [3, 4, 5, 6, 7, 9]
+    smaller = ReplayBuffer(capacity=3, obs_shape=(OBS_DIM,), action_dim=ACT_DIM)
+    smaller.load_state_dict(buffer.state_dict())
+    assert smaller.obs[:, 0].tolist() == [5, 6, 7] and (smaller.ptr, len(smaller)) == (0, 3)
+    with pytest.raises(ValueError, match="rows of shape"):
+        ReplayBuffer(capacity=5, obs_shape=(OBS_DIM + 1,), action_dim=ACT_DIM).load_state_dict(buffer.state_dict())
 
 
 # ---------------------------------------------------------------- behaviour policies

@@ -129,15 +129,24 @@ class ReplayBuffer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["capacity"] != self.capacity:
-            raise ValueError(f"replay state has capacity {state['capacity']}, this buffer {self.capacity}")
+        """Restore `state`. A buffer of another capacity (a run resumed with a new `trainer.replay_size`)
+        takes the stored rows oldest first and keeps the newest `capacity` of them."""
         for name, storage in self._fields().items():
             if tuple(state[name].shape[1:]) != tuple(storage.shape[1:]):
                 raise ValueError(
                     f"replay state {name!r} has rows of shape {tuple(state[name].shape[1:])}, "
                     f"this buffer {tuple(storage.shape[1:])}"
                 )
-        size = state["size"]
+        size, ptr = state["size"], state["ptr"]
+        if state["capacity"] == self.capacity:
+            for name, storage in self._fields().items():
+                storage[:size] = state[name].to(self.device, storage.dtype)
+            self.ptr, self.size = ptr, size
+            return
+        full = size == state["capacity"]  # then the oldest row is the one at `ptr`
+        order = (torch.arange(size) + (ptr if full else 0)) % max(size, 1)  # chronological rows
+        order = order[-self.capacity :]
         for name, storage in self._fields().items():
-            storage[:size] = state[name].to(self.device, storage.dtype)
-        self.ptr, self.size = state["ptr"], size
+            storage[: len(order)] = state[name][order].to(self.device, storage.dtype)
+        self.size = len(order)
+        self.ptr = self.size % self.capacity
