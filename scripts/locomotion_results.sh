@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Locomotion offline results of README "Results": the D4RL recipe on our own SAC run, then IQL, 3 seeds.
-#   STEPS=100000 UPDATES=15000 EPISODES=100 JOBS=1 TASK=Walker2d-v5 bash scripts/locomotion_results.sh
-#                                       # what the README reports (2-core CPU; one task per core, run side by side)
+#   STEPS=400000 UPDATES=15000 EPISODES=100 JOBS=1 TASK=Walker2d-v5 bash scripts/locomotion_results.sh
+#                                       # what the README reports for Hopper and Walker2d (STEPS=100000 for
+#                                       # HalfCheetah; 2-core CPU, one task per core, run side by side)
 #   STEPS=1000000 UPDATES=1000000 TASK=Walker2d-v5 DEVICE=cuda bash scripts/locomotion_results.sh   # D4RL scale
+# A finished SAC run is not retrained; to lengthen it, resume it with a larger budget and buffer, e.g.
+#   python scripts/train.py <the step-1 command below with the new STEPS> resume=true
+# and rebuild the datasets with OVERWRITE=1 (move the old IQL runs away first: a run directory is never reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
