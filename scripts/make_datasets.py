@@ -52,9 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--medium-fraction",
         type=float,
         default=1 / 3,
-        help="medium: first checkpoint reaching this fraction of the final return (default 1/3)",
+        help="medium: first checkpoint reaching this fraction of the expert return (default 1/3)",
     )
     mujoco.add_argument("--medium-step", type=int, default=None, help="use this checkpoint step as medium")
+    mujoco.add_argument(
+        "--expert-step",
+        type=int,
+        default=None,
+        help="use this checkpoint step as expert (default: the final one; SAC's return can dip at the end)",
+    )
     mujoco.add_argument(
         "--select",
         choices=("metrics", "evaluate"),
@@ -161,11 +167,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 args.overwrite,
                 not args.no_progress,
                 args.device,
+                expert_step=args.expert_step,
             )
             if choice.get("medium_step") is not None:
                 scores = choice.get("scores") or {}
                 print(
-                    f"[make_datasets] final checkpoint step {choice['final_step']}, medium step "
+                    f"[make_datasets] expert checkpoint step {choice['expert_step']} (final {choice['final_step']}), "
+                    f"medium step "
                     f"{choice['medium_step']} (returns: "
                     + ", ".join(f"{s}: {v:.1f}" for s, v in sorted(scores.items()))
                     + ")"

@@ -216,6 +216,11 @@ def test_pick_medium_step_is_the_first_checkpoint_reaching_the_fraction():
     assert pick_medium_step(scores, fraction=0.5) == 30  # none of the earlier reach 50: the closest (40)
     assert pick_medium_step({**scores, 40: 45.0}, fraction=0.5) == 40
     assert pick_medium_step({10: 5.0}) == 10
+    # the expert is an earlier checkpoint (the final one dipped): the fraction is of its score, before it
+    dipped = {**scores, 60: 10.0}
+    assert pick_medium_step(dipped) == 20  # first >= 10 / 3
+    assert pick_medium_step(dipped, expert_step=50) == 30
+    assert pick_medium_step(dipped, fraction=0.5, expert_step=30) == 20
 
 
 # ---------------------------------------------------------------- checkpoints of a tiny SAC run
@@ -276,6 +281,26 @@ def test_sac_run_tiers_follow_the_d4rl_recipe(tiny_run):
     assert all(len(t) <= RUN_TIME_LIMIT and t.terminations[:-1].sum() == 0 for t in replay)
     metadata = open_dataset(rows["medium-replay"]["dataset_id"]).storage.metadata
     assert metadata["ref_max_score"] == metadata["embodied_rl"]["reference"]["expert"]["return_mean"]
+
+
+def test_expert_step_names_the_expert_checkpoint(tiny_run):
+    rows, choice = sac_run_tiers(
+        tiny_run,
+        episodes=1,
+        tiers=("medium", "expert"),
+        reference_episodes=1,
+        progress=False,
+        expert_step=200,
+        overwrite=True,
+    )
+    rows = {row["tier"]: row for row in rows}
+    assert (choice["expert_step"], choice["final_step"]) == (200, 300)
+    assert choice["medium_step"] == pick_medium_step(choice["scores"], expert_step=200) == 100
+    metadata = open_dataset(rows["expert"]["dataset_id"]).storage.metadata["embodied_rl"]
+    assert metadata["recipe"]["checkpoint"].endswith("step_000000200.pt") and metadata["recipe"]["expert_step"] == 200
+    script = load_script("make_datasets")
+    with pytest.raises(SystemExit, match="no checkpoint at expert step 250"):
+        script.main(["mujoco", "--run", str(tiny_run), "--episodes", "1", "--no-progress", "--expert-step", "250"])
 
 
 def test_checkpoint_without_replay_buffer_is_a_clear_error(tiny_run, tmp_path):

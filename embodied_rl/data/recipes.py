@@ -13,12 +13,13 @@ Meta-World (`metaworld_tiers`), from the scripted v3 policies:
 Locomotion (`sac_run_tiers`), from the checkpoints of one SAC run of `scripts/train.py`, as D4RL:
     random         uniform actions
     medium         a checkpoint whose evaluation return first reaches `medium_fraction` (1/3) of the
-                   final checkpoint's, stochastic actions
+                   expert checkpoint's, stochastic actions
     medium-replay  the replay buffer saved in that checkpoint: every transition of training up to it
-    expert         the final checkpoint, stochastic actions
+    expert         the final checkpoint (or `expert_step`: SAC's return can dip at the end of a run),
+                   stochastic actions
 
 Every tier is a local Minari dataset `embodied_rl/<env id>/<tier>-v0`, with the reference returns of a
-random policy and of the noise-free expert (scripted policy / final checkpoint, deterministic) as
+random policy and of the noise-free expert (scripted policy / expert checkpoint, deterministic) as
 `ref_min_score` / `ref_max_score`, and the recipe, statistics and success rate in
 `metadata["embodied_rl"]`.
 """
@@ -332,12 +333,12 @@ def checkpoint_scores(
     return scores
 
 
-def pick_medium_step(scores: dict[int, float], fraction: float = 1 / 3) -> int:
-    """D4RL's early stop: the first checkpoint (before the final one) whose score reaches `fraction` of the
-    final checkpoint's; if none does, the one closest to that target."""
-    final = max(scores)
-    target = fraction * scores[final]
-    earlier = [step for step in sorted(scores) if step != final] or [final]
+def pick_medium_step(scores: dict[int, float], fraction: float = 1 / 3, expert_step: int | None = None) -> int:
+    """D4RL's early stop: the first checkpoint before the expert one (default: the final one) whose score
+    reaches `fraction` of the expert's; if none does, the one closest to that target."""
+    expert = max(scores) if expert_step is None else expert_step
+    target = fraction * scores[expert]
+    earlier = [step for step in sorted(scores) if step < expert] or [expert]
     reached = [step for step in earlier if scores[step] >= target]
     return reached[0] if reached else min(earlier, key=lambda step: abs(scores[step] - target))
 
@@ -404,9 +405,11 @@ def sac_run_tiers(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "cpu",
+    expert_step: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The D4RL tiers from the SAC run in `run_dir` (trained with `trainer.keep_checkpoints=0` so that every
-    checkpoint is kept). Returns one summary row per tier and the checkpoint choice (scores, medium step)."""
+    checkpoint is kept). The expert is the final checkpoint unless `expert_step` names another. Returns one
+    summary row per tier and the checkpoint choice (scores, medium and expert steps)."""
     from omegaconf import OmegaConf
 
     from embodied_rl.envs import make_env, to_env_config
@@ -433,15 +436,22 @@ def sac_run_tiers(
     env = make_env(env_cfg)
     try:
         final = max(checkpoints)
+        expert = final if expert_step is None else expert_step
+        for what, step in (("expert", expert), ("medium", medium_step)):
+            if step is not None and step not in checkpoints:
+                raise RecipeError(f"no checkpoint at {what} step {step} in {run_dir}; steps: {sorted(checkpoints)}")
         needs_medium = {"medium", "medium-replay"} & set(todo)
         scores = {}
         if needs_medium and medium_step is None:
             scores = checkpoint_scores(run_dir, checkpoints, env, select, eval_episodes, seed, progress)
-            medium_step = pick_medium_step(scores, medium_fraction)
-        if medium_step is not None and medium_step not in checkpoints:
-            raise RecipeError(f"no checkpoint at step {medium_step} in {run_dir}; steps: {sorted(checkpoints)}")
+            medium_step = pick_medium_step(scores, medium_fraction, expert)
         choice.update(
-            final_step=final, medium_step=medium_step, medium_fraction=medium_fraction, select=select, scores=scores
+            final_step=final,
+            expert_step=expert,
+            medium_step=medium_step,
+            medium_fraction=medium_fraction,
+            select=select,
+            scores=scores,
         )
         medium_ckpt = None
         if "medium-replay" in todo:  # read before any rollout: a missing buffer fails at once
@@ -453,12 +463,13 @@ def sac_run_tiers(
                     "--tiers random,medium,expert"
                 )
 
-        expert_det = load_checkpoint_policy(str(checkpoints[final]), env, deterministic=True, device=device)
+        expert_det = load_checkpoint_policy(str(checkpoints[expert]), env, deterministic=True, device=device)
         references = _references(env, expert_det, reference_episodes, seed, progress)
         common = {
             "suite": "sac_run",
             "run_dir": str(Path(run_dir).resolve()),
             "final_step": final,
+            "expert_step": expert,
             "medium_step": medium_step,
             "medium_fraction": medium_fraction,
             "select": select,
@@ -483,7 +494,7 @@ def sac_run_tiers(
                 if tier == "random":
                     policy, how, recipe = RandomPolicy(env.action_space, seed), "uniform random actions", {}
                 else:
-                    step = medium_step if tier == "medium" else final
+                    step = medium_step if tier == "medium" else expert
                     policy = load_checkpoint_policy(str(checkpoints[step]), env, seed=seed, device=device)
                     how = f"the SAC checkpoint at step {step} (stochastic actions)"
                     recipe = {"checkpoint": str(checkpoints[step])}
