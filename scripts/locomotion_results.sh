@@ -14,6 +14,7 @@ TASK=${TASK:-Hopper-v5}
 STEPS=${STEPS:-100000}
 EPISODES=${EPISODES:-100}             # episodes per rollout tier (medium-replay is the replay buffer)
 OVERWRITE=${OVERWRITE:-0}             # 1: rebuild datasets that already exist
+EXPERT_STEP=${EXPERT_STEP:-}          # expert checkpoint step (default: the run's final one)
 UPDATES=${UPDATES:-15000}
 JOBS=${JOBS:-2}
 DEVICE=${DEVICE:-auto}
@@ -31,7 +32,7 @@ if [[ ! -f $RUN/results.json ]]; then
 fi
 # 2. random / medium / medium-replay / expert datasets from it
 $PY scripts/make_datasets.py mujoco --task "$TASK" --run "$RUN" --episodes "$EPISODES" --no-progress \
-    $([[ $OVERWRITE == 1 ]] && echo --overwrite)
+    $([[ $OVERWRITE == 1 ]] && echo --overwrite) $([[ -n $EXPERT_STEP ]] && echo --expert-step "$EXPERT_STEP")
 # 3. IQL on each tier, 3 seeds (CORL's reward scaling for locomotion)
 $PY scripts/train.py -m experiment=iql env=mujoco env.task="mujoco/$TASK" device="$DEVICE" \
     trainer.dataset=${TIERS:-medium,medium-replay} trainer.reward.normalize=returns \
