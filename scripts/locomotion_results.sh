@@ -31,7 +31,10 @@ if [[ ! -f $RUN/results.json ]]; then
         trainer.eval_episodes=5 trainer.eval_videos=0 trainer.progress=false overwrite=true
 fi
 # 2. random / medium / medium-replay / expert datasets from it
+# (checkpoints scored by 10 deterministic episodes each: the trainer's 5-episode evaluations let one lucky
+# early checkpoint pass for medium on Walker2d)
 $PY scripts/make_datasets.py mujoco --task "$TASK" --run "$RUN" --episodes "$EPISODES" --no-progress \
+    --select evaluate --eval-episodes 10 \
     $([[ $OVERWRITE == 1 ]] && echo --overwrite) $([[ -n $EXPERT_STEP ]] && echo --expert-step "$EXPERT_STEP")
 # 3. IQL on each tier, 3 seeds (CORL's reward scaling for locomotion)
 $PY scripts/train.py -m experiment=iql env=mujoco env.task="mujoco/$TASK" device="$DEVICE" \
