@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     groups = group_runs(args.runs)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
             ax.plot(steps, mean, label=f"{label} (n={n})")
             ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
         ax.set_xlabel("step (env steps online, updates offline)")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k, not 400000: long runs' labels overlap
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
