@@ -303,6 +303,24 @@ def test_expert_step_names_the_expert_checkpoint(tiny_run):
         script.main(["mujoco", "--run", str(tiny_run), "--episodes", "1", "--no-progress", "--expert-step", "250"])
 
 
+def test_expert_step_without_logged_evaluation_is_a_clear_error(tiny_run, tmp_path):
+    run_dir = tmp_path / "unlogged"
+    shutil.copytree(tiny_run, run_dir)
+    metrics = (run_dir / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    column, step = header.index("eval/return_mean"), header.index("step")
+
+    def unlogged(line):  # the evaluation row of step 200
+        cells = line.split(",")
+        return cells[step] == "200" and cells[column] != ""
+
+    (run_dir / "metrics.csv").write_text("\n".join(line for line in metrics if not unlogged(line)) + "\n")
+    script = load_script("make_datasets")
+    args = ["mujoco", "--run", str(run_dir), "--episodes", "1", "--no-progress", "--expert-step", "200"]
+    with pytest.raises(SystemExit, match="no eval/return_mean at the expert step 200"):
+        script.main([*args, "--tiers", "medium", "--overwrite"])
+
+
 def test_checkpoint_without_replay_buffer_is_a_clear_error(tiny_run, tmp_path):
     run_dir = tmp_path / "no_replay"
     shutil.copytree(tiny_run, run_dir)

@@ -444,6 +444,11 @@ def sac_run_tiers(
         scores = {}
         if needs_medium and medium_step is None:
             scores = checkpoint_scores(run_dir, checkpoints, env, select, eval_episodes, seed, progress)
+            if expert not in scores:
+                raise RecipeError(
+                    f"metrics.csv of {run_dir} has no eval/return_mean at the expert step {expert}; "
+                    "use --select evaluate to evaluate the checkpoints instead"
+                )
             medium_step = pick_medium_step(scores, medium_fraction, expert)
         choice.update(
             final_step=final,
