@@ -173,8 +173,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 scores = choice.get("scores") or {}
                 print(
                     f"[make_datasets] expert checkpoint step {choice['expert_step']} (final {choice['final_step']}), "
-                    f"medium step "
-                    f"{choice['medium_step']} (returns: "
+                    f"medium step {choice['medium_step']} (returns: "
                     + ", ".join(f"{s}: {v:.1f}" for s, v in sorted(scores.items()))
                     + ")"
                 )

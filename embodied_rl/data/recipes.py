@@ -40,6 +40,7 @@ from tqdm import tqdm
 from embodied_rl.data import minari_io
 from embodied_rl.data.collection import REFERENCE_SEED_OFFSET, reference_returns, rollout, write_trajectories
 from embodied_rl.data.policies import NoisyPolicy, Policy, RandomPolicy, load_checkpoint_policy, scripted_expert
+from embodied_rl.data.replay import chronological_rows
 from embodied_rl.data.trajectory import Trajectory
 
 METAWORLD_TIERS = ("expert", "medium", "random", "mixed")
@@ -355,9 +356,8 @@ def episodes_from_replay(
     final observation). The newest episode of each env, cut by the checkpoint, ends truncated. The buffer
     stores no infos, so `success` is all False.
     """
-    size, ptr, capacity = int(state["size"]), int(state["ptr"]), int(state["capacity"])
-    wrapped = size == capacity and ptr != 0
-    order = (np.arange(size) + ptr) % capacity if wrapped else np.arange(size)  # chronological rows
+    size = int(state["size"])
+    order = chronological_rows(state).numpy()
     first_global = (total_added - size) if total_added is not None else 0
     stream = (first_global + np.arange(size)) % num_envs  # env index of each chronological row
     obs, next_obs = state["obs"].numpy(), state["next_obs"].numpy()

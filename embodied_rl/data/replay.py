@@ -14,6 +14,13 @@ from embodied_rl.data.transitions import Transitions
 ArrayLike = np.ndarray | torch.Tensor | float | bool
 
 
+def chronological_rows(state: dict[str, Any]) -> torch.Tensor:
+    """Row indices of a `ReplayBuffer.state_dict()`, oldest first (once full, the oldest row is at `ptr`)."""
+    size, ptr = int(state["size"]), int(state["ptr"])
+    start = ptr if size == int(state["capacity"]) else 0
+    return (torch.arange(size) + start) % max(size, 1)
+
+
 class ReplayBuffer:
     """Transitions (obs, action, reward, next_obs, terminated) in fixed tensors of `capacity` rows.
 
@@ -143,9 +150,7 @@ class ReplayBuffer:
                 storage[:size] = state[name].to(self.device, storage.dtype)
             self.ptr, self.size = ptr, size
             return
-        full = size == state["capacity"]  # then the oldest row is the one at `ptr`
-        order = (torch.arange(size) + (ptr if full else 0)) % max(size, 1)  # chronological rows
-        order = order[-self.capacity :]
+        order = chronological_rows(state)[-self.capacity :]
         for name, storage in self._fields().items():
             storage[: len(order)] = state[name][order].to(self.device, storage.dtype)
         self.size = len(order)
