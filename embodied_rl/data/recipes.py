@@ -470,14 +470,10 @@ def sac_run_tiers(
 
         expert_det = load_checkpoint_policy(str(checkpoints[expert]), env, deterministic=True, device=device)
         references = _references(env, expert_det, reference_episodes, seed, progress)
-        common = {
+        common = {  # the checkpoint choice, as stored in every tier's metadata
             "suite": "sac_run",
+            **{key: value for key, value in choice.items() if key != "scores"},
             "run_dir": str(Path(run_dir).resolve()),
-            "final_step": final,
-            "expert_step": expert,
-            "medium_step": medium_step,
-            "medium_fraction": medium_fraction,
-            "select": select,
             "checkpoint_scores": {str(k): v for k, v in scores.items()},
         }
         name = run_task.split("/")[-1]
