@@ -7,6 +7,7 @@
 #   ENV=metaworld TASKS=metaworld/drawer-open-v3,metaworld/button-press-v3 DATASET=mixed REWARD=none \
 #       bash scripts/ssorl_results.sh             # the Meta-World mixed tier (scripts/offline_results.sh does this)
 #   ABLATION=0 bash scripts/ssorl_results.sh      # the three arms only (no window or encoding ablation)
+#   TABLES_ONLY=1 bash scripts/ssorl_results.sh   # only rewrite the table from existing runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,6 +20,7 @@ IDM_STEPS=${IDM_STEPS:-5000}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-1,2,3}
 ABLATION=${ABLATION:-1}                 # 0 skips the window-size and input-encoding ablations
+TABLES_ONLY=${TABLES_ONLY:-0}           # 1: no training, only the table from the runs already there
 EVAL_EPISODES=${EVAL_EPISODES:-10}
 ABLATION_TASK=${ABLATION_TASK:-${TASKS%%,*}}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -30,8 +32,10 @@ COMMON=(experiment=ssorl env="$ENV" trainer.dataset="$DATASET" trainer.reward.no
         trainer.eval_videos=0 trainer.checkpoint_every="$UPDATES" trainer.progress=false seed="$SEEDS"
         hydra/launcher=local hydra.launcher.n_jobs="$JOBS")
 
-$PY scripts/train.py -m env.task="$TASKS" ssorl.arm=labelled_only,semi_supervised,oracle "${COMMON[@]}"
-if [[ "$ABLATION" != 0 ]]; then
+if [[ "$TABLES_ONLY" == 0 ]]; then
+  $PY scripts/train.py -m env.task="$TASKS" ssorl.arm=labelled_only,semi_supervised,oracle "${COMMON[@]}"
+fi
+if [[ "$TABLES_ONLY" == 0 && "$ABLATION" != 0 ]]; then
   $PY scripts/train.py -m env.task="$ABLATION_TASK" ssorl.arm=semi_supervised ssorl.window=0,2 "${COMMON[@]}"
   STATES=(ssorl.arm=semi_supervised ssorl.idm.inputs=states
           'name=ssorl_${agent.name}_${trainer.dataset}_${ssorl.arm}_k${ssorl.window}_states')
@@ -43,8 +47,9 @@ mkdir -p docs/results
 {
   echo "## SS-ORL on $DATASET ($TASKS)"
   $PY scripts/summarize.py runs/ssorl_iql_"$DATASET"_* --metric success_rate --metric return_mean --metric normalized_score
-  echo; echo "## proxy-action MSE of the inverse dynamics model on the unlabelled part"
+  echo; echo "## proxy actions of the inverse dynamics model on the unlabelled part: MSE, explained variance"
   for run in runs/ssorl_iql_"$DATASET"_semi_supervised_k*/*/*/seed*; do
-    echo "$run $($PY -c "import json,sys; print(round(json.load(open(sys.argv[1]))['proxy_action_mse'], 4))" "$run/ssorl.json")"
+    echo "$run $($PY -c "import json,sys; d = json.load(open(sys.argv[1]))
+print(round(d['proxy_action_mse'], 4), round(d['proxy_action_explained_variance'], 3))" "$run/ssorl.json")"
   done
 } | tee "docs/results/ssorl_${ENV}_${DATASET}.md"

@@ -31,8 +31,9 @@ validation trajectories never leak into it); the statistics are buffers of the m
 the paper. `"differences"`: the same window re-expressed, without loss, as s_t and its W-1 consecutive
 differences s_{j+1} - s_j, each standardised with its own training statistics. The information is the same
 (a linear bijection of the window), but where one action moves the state little next to the spread of the
-states themselves (Meta-World: the hand moves ~2 mm per step in a workspace of ~10 cm) a standardised state
-window hides the motion below 1 % of the input scale, while the standardised differences put it at unit scale.
+states themselves (Meta-World: the hand moves ~2 mm per step, its position spreads 7-10 cm over the data) a
+standardised state window holds the motion at ~2 % of the input scale, while the standardised differences put
+it at unit scale.
 """
 
 from __future__ import annotations
