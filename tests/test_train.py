@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = str(REPO / "configs")
@@ -304,6 +305,22 @@ def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_data
     rows = metric_rows(run_dir, drop=())
     assert float(rows[0]["ssorl/proxy_action_mse"]) == pytest.approx(diagnostics["proxy_action_mse"])
     assert json.loads((run_dir / "results.json").read_text())["updates"] == 60
+
+
+def test_ssorl_metaworld_experiment_is_ssorl_with_the_readme_settings_pinned():
+    by_hand = [
+        "experiment=ssorl",
+        "env=metaworld",
+        "env.task=metaworld/drawer-open-v3",
+        "trainer.dataset=mixed",
+        "trainer.reward.normalize=none",
+        "ssorl.window=2",
+    ]
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        pinned = OmegaConf.to_container(compose("config", overrides=["experiment=ssorl_metaworld"]))
+        expected = OmegaConf.to_container(compose("config", overrides=by_hand))
+    assert pinned == expected
+    assert pinned["ssorl"]["idm"]["inputs"] == "differences"
 
 
 def test_summarize_reports_mean_and_std_over_seeds_and_lists_unfinished_runs(tiny_run, tmp_path, capsys):
