@@ -18,11 +18,18 @@ from pathlib import Path
 import numpy as np
 
 
+def _run_dirs(root: Path) -> list[Path]:
+    """Directories under `root` holding a run's config.yaml; Hydra's own `.hydra/config.yaml` (written inside the
+    run directory by a single, non-multirun run) is not a run."""
+    found = (p.parent for p in root.rglob("config.yaml"))
+    return [run for run in found if not any(part.startswith(".") for part in run.relative_to(root).parts)]
+
+
 def collect(paths: list[Path]) -> tuple[dict[str, list[dict]], list[Path]]:
     groups: dict[str, list[dict]] = defaultdict(list)
     unfinished = []
     for root in paths:
-        runs = [root] if (root / "config.yaml").exists() else sorted(p.parent for p in root.rglob("config.yaml"))
+        runs = [root] if (root / "config.yaml").exists() else sorted(_run_dirs(root))
         for run in runs:
             if not (run / "results.json").exists():
                 unfinished.append(run)

@@ -334,9 +334,12 @@ def test_summarize_reports_mean_and_std_over_seeds_and_lists_unfinished_runs(tin
         (run / "results.json").write_text(json.dumps(results))
     (group / "seed3").mkdir()
     (group / "seed3" / "config.yaml").write_text("seed: 3\n")
+    (group / "seed1" / ".hydra").mkdir()  # what a single (non -m) Hydra run writes inside its run directory
+    (group / "seed1" / ".hydra" / "config.yaml").write_text("seed: 1\n")
     text = load_script("summarize").main([str(tmp_path / "runs"), "--metric", "success_rate"])
     assert f"| {group} | 2 | 200 | 0.50 ± 0.50 |" in text
-    assert "unfinished (no results.json)" in capsys.readouterr().out
+    unfinished = [line for line in capsys.readouterr().out.splitlines() if "unfinished" in line]
+    assert unfinished == [f"unfinished (no results.json): {group / 'seed3'}"]
 
 
 @pytest.mark.parametrize("launcher, target", [("local", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
