@@ -4,6 +4,8 @@
 #                                       # what the README reports for Hopper and Walker2d (STEPS=100000 for
 #                                       # HalfCheetah; 2-core CPU, one task per core, run side by side)
 #   STEPS=1000000 UPDATES=1000000 TASK=Walker2d-v5 DEVICE=cuda bash scripts/locomotion_results.sh   # D4RL scale
+#   TIERS=expert TASK=Hopper-v5 bash scripts/locomotion_results.sh   # IQL on other tiers (default medium,medium-replay);
+#                                       # the table lists every tier's IQL runs found under runs/
 # A finished SAC run is not retrained; to lengthen it, resume it with a larger budget and buffer, e.g.
 #   python scripts/train.py <the step-1 command below with the new STEPS> resume=true
 # and rebuild the datasets with OVERWRITE=1 (move the old IQL runs away first: a run directory is never reused).
@@ -46,6 +48,6 @@ mkdir -p docs/results
 {
   echo "## SAC run used for the datasets"; $PY scripts/summarize.py "$RUN" --metric return_mean
   echo; echo "## IQL"
-  $PY scripts/summarize.py runs/iql_medium/mujoco runs/iql_medium-replay/mujoco \
-      --metric return_mean --metric normalized_score
+  tiers=(); for tier in random medium medium-replay expert; do [[ -d runs/iql_$tier/mujoco ]] && tiers+=("runs/iql_$tier/mujoco"); done
+  $PY scripts/summarize.py "${tiers[@]}" --metric return_mean --metric normalized_score
 } | tee "docs/results/offline_${TASK}.md"
