@@ -121,6 +121,17 @@ def test_reward_and_terminated_of_shape_b1_are_not_broadcast():
         assert torch.equal(expected[name], got[name]), name
 
 
+def test_bool_terminated_gives_the_same_update_as_float():
+    batch = make_batch()
+    as_bool = {**batch, "terminated": batch["terminated"].bool()}
+    torch.manual_seed(0)
+    expected = make_agent().update(batch)
+    torch.manual_seed(0)
+    got = make_agent().update(as_bool)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
 def test_update_does_no_host_sync(monkeypatch):
     """A CPU proxy for the GPU sync check: no tensor is read back into Python during `update`."""
     agent = make_agent(max_grad_norm=1.0)

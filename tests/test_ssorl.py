@@ -156,6 +156,23 @@ def test_model_predicts_trajectories_through_the_same_windows():
 # ---------------------------------------------------------------- inverse dynamics
 
 
+def test_explained_variance_of_per_dim_means_is_zero():
+    """Predicting each action dim's mean explains nothing, however far apart the dims' means are."""
+    truth = np.random.default_rng(0).normal(size=(200, ACT_DIM)).astype(np.float32) * 0.1
+    truth[:, 0] += 0.8  # dims with very different means: a pooled variance would credit the mean predictor
+    trajectory = Trajectory(
+        np.zeros((201, OBS_DIM), np.float32), truth, np.zeros(200), *[np.zeros(200, dtype=bool)] * 3
+    )
+
+    class MeanPredictor:
+        def predict_actions(self, observations):  # (T+1, D) -> (T, A)
+            return np.broadcast_to(truth.mean(axis=0), truth.shape)
+
+    error = action_error(MeanPredictor(), [trajectory], [truth])
+    assert abs(error["explained_variance"]) < 1e-5
+    assert error["mse"] == pytest.approx(float(np.var(truth, axis=0).mean()), rel=1e-5)
+
+
 def test_idm_learns_linear_inverse_dynamics_on_held_out_trajectories():
     rng = np.random.default_rng(0)
     train = [linear_trajectory(e, rng=rng) for e in range(30)]

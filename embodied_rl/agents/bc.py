@@ -8,6 +8,9 @@ Offline Reinforcement Learning", Section 5; CORL's `any_percent_bc`). For a mini
     loss="nll"   Gaussian policy       N(mu(s), sigma^2),    J = mean_B [ -log N(a; mu(s), sigma^2) ]
                  with mu(s) = tanh(f(s)) and a learned state-independent log sigma (CORL's IQL actor).
 
+The MSE is summed over action dimensions, like the NLL (CORL's `F.mse_loss` averages over them: |A| times
+smaller, immaterial under Adam but not the same logged `bc_loss`; TD3+BC's `bc_loss` is CORL's mean).
+
 The policy heads and `OfflineAgentBase` live in `embodied_rl.agents.offline` (shared with IQL and TD3+BC).
 
 Speed: no host sync in `update`; `compile=True` compiles the whole step (gradient and Adam step,

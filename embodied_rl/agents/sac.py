@@ -403,8 +403,8 @@ class SAC:
         fields = batch_fields(batch)
         reward, terminated = (
             fields["reward"].reshape(-1),
-            fields["terminated"].reshape(-1),
-        )  # (B,), never (B, 1)
+            fields["terminated"].reshape(-1).to(fields["reward"].dtype),
+        )  # (B,), never (B, 1); a bool `terminated` (gymnasium's dtype) becomes 0/1
         metrics, features = self._critic_step(fields["obs"], fields["action"], reward, fields["next_obs"], terminated)
         self.num_updates += 1
         if self.num_updates % self.actor_update_every == 0:
