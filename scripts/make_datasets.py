@@ -108,7 +108,7 @@ def format_table(rows: list[dict]) -> str:
         ]
         for row in rows
     ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(header)]  # rows may be []
     out = [
         "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
@@ -128,8 +128,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
     start, rows = time.time(), []
     try:
+        if not tiers:
+            raise RecipeError(f"--tiers {args.tiers!r} names no tier")
         if args.suite == "metaworld":
             tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+            if not tasks:
+                raise RecipeError(f"--tasks {args.tasks!r} names no task")
             medium = None
             if args.medium_noise is not None:
                 try:

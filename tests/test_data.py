@@ -99,7 +99,8 @@ def test_dict_observations_round_trip_and_obs_key():
     trajectory = make_trajectory(0, 4)
     pixels = np.zeros((5, 8, 8, 3), np.uint8)
     trajectory.observations = {"state": trajectory.observations, "pixels": pixels}
-    obs_space = gym.spaces.Dict({"state": spaces()[0], "pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)})
+    pixels_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    obs_space = gym.spaces.Dict({"state": spaces()[0], "pixels": pixels_space})
     write_dataset([trajectory], "embodied_rl/dict/a-v0", observation_space=obs_space, action_space=spaces()[1])
     (both,) = load_trajectories("embodied_rl/dict/a-v0")
     assert both.observations["pixels"].shape == (5, 8, 8, 3) and both.observations["state"].shape == (
@@ -108,6 +109,12 @@ def test_dict_observations_round_trip_and_obs_key():
     )
     (state_only,) = load_trajectories("embodied_rl/dict/a-v0", obs_key="state")
     assert transitions_from_trajectories([state_only]).obs.shape == (4, OBS_DIM)
+    env = gym.Env()  # the env's Dict space: with obs_key only its "state" entry is compared
+    env.observation_space, env.action_space = obs_space, spaces()[1]
+    assert len(load_trajectories("embodied_rl/dict/a-v0", env=env, obs_key="state")) == 1
+    env.observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (OBS_DIM + 1,)), "pixels": pixels_space})
+    with pytest.raises(DatasetError, match=r"observation shape \(3,\) in the dataset vs \(4,\) in the env"):
+        load_trajectories("embodied_rl/dict/a-v0", env=env, obs_key="state")
     with pytest.raises(DatasetError, match="obs_key"):
         transitions_from_trajectories([both])
 
@@ -141,6 +148,19 @@ def test_truncated_file_is_one_clear_error(minari_root):
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
     with pytest.raises(DatasetError, match="truncated or corrupt"):
         load_trajectories("embodied_rl/cut/half-v0")
+
+
+def test_out_of_range_episode_indices_are_named():
+    obs_space, act_space = spaces()
+    write_dataset(
+        [make_trajectory(e, 3) for e in range(2)],
+        "embodied_rl/few/a-v0",
+        observation_space=obs_space,
+        action_space=act_space,
+    )
+    assert [t.episode_id for t in load_trajectories("embodied_rl/few/a-v0", episode_indices=[1])] == [1]
+    with pytest.raises(DatasetError, match=r"episode_indices \[5, -1\] out of range.*holds 2 episodes"):
+        load_trajectories("embodied_rl/few/a-v0", episode_indices=[0, 5, -1])
 
 
 def test_shapes_unlike_the_env_are_one_clear_error():
@@ -179,6 +199,26 @@ def test_inconsistent_trajectory_is_rejected():
             good.truncations,
             good.success,
         )
+    fields = {name: getattr(good, name) for name in ("observations", "actions", "rewards", "terminations")}
+    fields.update(truncations=good.truncations, success=good.success, episode_id=7)
+    early = np.arange(4) == 1  # a flag before the last step
+    nan_obs, inf_reward = good.observations.copy(), good.rewards.copy()
+    nan_obs[2, 0], inf_reward[0] = np.nan, np.inf
+    cases = {
+        "terminations before its last step": {"terminations": early},
+        "truncations before its last step": {"truncations": early},
+        "non-finite observations": {"observations": nan_obs},
+        "non-finite observations\\['state'\\]": {"observations": {"state": nan_obs}},
+        "non-finite rewards": {"rewards": inf_reward},
+        "actions of shape \\(4,\\)": {"actions": good.actions[:, 0]},
+    }
+    for message, change in cases.items():
+        with pytest.raises(DatasetError, match=f"episode 7 has .*{message}"):
+            Trajectory(**{**fields, **change})
+    # Allowed: NaN (hidden) actions, integer pixels, and an episode both terminated and truncated at its end.
+    end = np.arange(4) == 3
+    Trajectory(**{**fields, "actions": np.full_like(good.actions, np.nan), "terminations": end, "truncations": end})
+    Trajectory(**{**fields, "observations": {"pixels": np.zeros((5, 2, 2, 3), np.uint8)}})
 
 
 # ---------------------------------------------------------------- transitions, segments, sequences
@@ -263,9 +303,14 @@ def test_online_sequence_replay_streams_wraparound_and_state_dict():
     check_sequences(long.sample(200, torch.Generator().manual_seed(0)), 3)
 
     restored = SequenceReplay(capacity=26, obs_shape=(OBS_DIM,), action_dim=ACT_DIM, seq_len=3, num_streams=2)
-    restored.load_state_dict(replay.state_dict())
+    state = replay.state_dict()
+    saved = {name: state[name].clone() for name in SequenceReplay._DATA}
+    restored.load_state_dict(state)
     a, b = (r.sample(64, torch.Generator().manual_seed(3)) for r in (replay, restored))
     torch.testing.assert_close(a.obs, b.obs)
+    replay.add(np.full((2, OBS_DIM), -1.0), np.ones((2, ACT_DIM)), np.ones(2), np.ones(2, bool), np.ones(2, bool))
+    for name in SequenceReplay._DATA:  # a saved state is a snapshot, not a view of the live storage
+        assert torch.equal(state[name], saved[name]), name
 
 
 # ---------------------------------------------------------------- normalisation and replay

@@ -167,6 +167,19 @@ def test_make_datasets_errors_are_one_clear_line(tmp_path, tiny_run):
             script.main([*args, "--episodes", "1", "--no-progress"])
 
 
+def test_make_datasets_rejects_empty_tier_and_task_lists():
+    script = load_script("make_datasets")
+    cases = {
+        ("metaworld", "--tiers", ""): "--tiers '' names no tier",
+        ("metaworld", "--tasks", " , "): "--tasks ' , ' names no task",
+        ("mujoco", "--run", "nowhere", "--tiers", ","): "--tiers ',' names no tier",
+    }
+    for args, message in cases.items():
+        with pytest.raises(SystemExit, match=f"^\\[make_datasets\\] error: {message}$"):
+            script.main([*args, "--no-progress"])
+    assert script.format_table([]).count("\n") == 1  # header and rule only
+
+
 # ---------------------------------------------------------------- replay buffer -> episodes
 
 

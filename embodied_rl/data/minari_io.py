@@ -127,12 +127,16 @@ def load_trajectories(
 
     Args:
         dataset: a dataset id such as `embodied_rl/metaworld-drawer-open-v3/expert-v0`, or an open dataset.
-        env: if given, the dataset's observation and action shapes are checked against it.
+        env: if given, the dataset's observation and action shapes are checked against it (against the
+            `obs_key` entry of a Dict observation space when `obs_key` is given).
         obs_key: for Dict observations, keep only this key (e.g. `"state"`).
-        episode_indices: which episodes (default: all).
+        episode_indices: which episodes (default: all); an index outside the dataset is a `DatasetError`.
     """
     opened = open_dataset(dataset)
-    indices = opened.episode_indices if episode_indices is None else np.asarray(list(episode_indices))
+    if episode_indices is None:
+        indices = opened.episode_indices
+    else:
+        indices = _check_indices(episode_indices, opened.storage.total_episodes, opened.id)
     try:
         headers = list(opened.storage.get_episode_metadata(indices))
         episodes = list(opened.iterate_episodes(indices))
@@ -148,8 +152,23 @@ def load_trajectories(
     except DatasetError as err:
         raise DatasetError(f"dataset {opened.id!r} is inconsistent: {err}") from err
     if env is not None:
-        check_dataset_matches_env(trajectories, env, name=opened.id)
+        check_dataset_matches_env(trajectories, env, name=opened.id, obs_key=obs_key)
     return trajectories
+
+
+def _check_indices(episode_indices: Iterable[int], total: int, name: str) -> np.ndarray:
+    """`episode_indices` as an int array (n,), or one `DatasetError` naming those outside [0, total)."""
+    indices = np.asarray(list(episode_indices))
+    if indices.size == 0:
+        return indices.astype(np.int64)
+    if indices.ndim != 1 or indices.dtype.kind not in "iu":
+        raise DatasetError(f"episode_indices must be a flat list of ints, got {indices.tolist()!r}")
+    bad = indices[(indices < 0) | (indices >= total)]
+    if len(bad):
+        raise DatasetError(
+            f"episode_indices {bad.tolist()} out of range: dataset {name!r} holds {total} episodes (0 to {total - 1})"
+        )
+    return indices
 
 
 def _to_trajectory(episode: Any, seed: int | None, obs_key: str | None, name: str) -> Trajectory:
@@ -290,13 +309,25 @@ def _data_shapes(observations: Any) -> Any:
     return tuple(np.shape(observations)[1:])
 
 
+def _select_key(shapes: Any, obs_key: str | None, where: str) -> Any:
+    """The `obs_key` entry of Dict observation shapes (array shapes, already selected, pass through)."""
+    if obs_key is None or not isinstance(shapes, dict):
+        return shapes
+    if obs_key not in shapes:
+        raise DatasetError(f"obs_key={obs_key!r} not in the observations of the {where} ({list(shapes)})")
+    return shapes[obs_key]
+
+
 def check_dataset_matches_env(
-    dataset: DatasetLike | Sequence[Trajectory], env: gym.Env | gym.vector.VectorEnv, name: str | None = None
+    dataset: DatasetLike | Sequence[Trajectory],
+    env: gym.Env | gym.vector.VectorEnv,
+    name: str | None = None,
+    obs_key: str | None = None,
 ) -> None:
     """Raise one `DatasetError` naming every observation / action shape that differs between data and env.
 
     `dataset` may be an id, an open Minari dataset or loaded trajectories; `env` a gymnasium env or a
-    vector env.
+    vector env. With `obs_key`, only that entry of Dict observations (data and env) is compared.
     """
     env_obs = _space_shapes(getattr(env, "single_observation_space", env.observation_space))
     env_act = _space_shapes(getattr(env, "single_action_space", env.action_space))
@@ -308,6 +339,7 @@ def check_dataset_matches_env(
         if len(dataset) == 0:
             raise DatasetError(f"dataset {name or ''!r} holds no trajectories")
         data_obs, data_act = _data_shapes(dataset[0].observations), tuple(np.shape(dataset[0].actions)[1:])
+    data_obs, env_obs = _select_key(data_obs, obs_key, f"dataset {name!r}"), _select_key(env_obs, obs_key, "env")
     problems = []
     if data_obs != env_obs:
         problems.append(f"observation shape {data_obs} in the dataset vs {env_obs} in the env")

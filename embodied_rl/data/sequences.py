@@ -214,7 +214,8 @@ class SequenceReplay:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: stored rows (on CPU) and the host bookkeeping."""
-        state: dict[str, Any] = {name: getattr(self, name).cpu() for name in self._DATA}
+        # clone: on CPU `.cpu()` returns the live storage, which a later `add` would change
+        state: dict[str, Any] = {name: getattr(self, name).cpu().clone() for name in self._DATA}
         state.update({name: getattr(self, name).copy() for name in self._BOOKKEEPING})
         state["next_episode"] = self._next_episode
         state["starts"] = self._starts.members[: self._starts.size].copy()

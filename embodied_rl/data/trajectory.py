@@ -26,7 +26,8 @@ class Trajectory:
     """One episode, as numpy arrays.
 
     `frames[t]` is the rendered image of the state in `observations[t]` (reset frame first), and
-    `success[t]` / `infos[k][t]` are the env's info after `actions[t]`.
+    `success[t]` / `infos[k][t]` are the env's info after `actions[t]`. Only the last step may be terminal
+    or truncated; observations and rewards must be finite (actions may be NaN: hidden actions).
     """
 
     observations: Observations  # (T+1, *obs_shape), or a dict of such arrays
@@ -45,6 +46,10 @@ class Trajectory:
         self.terminations = np.asarray(self.terminations, dtype=bool)
         self.truncations = np.asarray(self.truncations, dtype=bool)
         self.success = np.asarray(self.success, dtype=bool)
+        if np.ndim(self.actions) != 2:
+            raise DatasetError(
+                f"episode {self.episode_id} has actions of shape {np.shape(self.actions)} (expected (T, A))"
+            )
         steps = len(self.actions)
         problems = []
         if observation_length(self.observations) != steps + 1:
@@ -59,6 +64,22 @@ class Trajectory:
                 problems.append(f"{len(value)} entries in infos[{key!r}] (expected T = {steps})")
         if problems:
             raise DatasetError(f"episode {self.episode_id} has {steps} actions but " + ", ".join(problems))
+        for name in ("terminations", "truncations"):
+            early = np.flatnonzero(getattr(self, name)[:-1])
+            if len(early):
+                problems.append(f"{name} before its last step (at steps {early[:5].tolist()} of {steps})")
+        if isinstance(self.observations, dict):
+            observations = {f"observations[{key!r}]": value for key, value in self.observations.items()}
+        else:
+            observations = {"observations": self.observations}
+        for name, values in observations.items():
+            values = np.asarray(values)
+            if values.dtype.kind in "fc" and not np.isfinite(values).all():  # integer pixels are always finite
+                problems.append(f"non-finite {name}")
+        if not np.isfinite(self.rewards).all():
+            problems.append("non-finite rewards")
+        if problems:
+            raise DatasetError(f"episode {self.episode_id} has " + ", ".join(problems))
 
     def __len__(self) -> int:
         return len(self.actions)
