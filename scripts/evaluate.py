@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from textwrap import shorten
 
 from omegaconf import OmegaConf
 
@@ -68,7 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         from embodied_rl.trainers import load_agent
 
-        agent, _, ckpt = load_agent(ckpt_path, env=env, device=args.device)
+        try:
+            agent, _, ckpt = load_agent(ckpt_path, env=env, device=args.device)
+        except RuntimeError as err:
+            print(f"error: {mismatch_message(err, env)}", file=sys.stderr)
+            raise SystemExit(2) from err
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
         out = args.out or run_dir / "eval" / f"step_{ckpt['step']:09d}"
@@ -94,12 +99,44 @@ def load_run(path: Path, overrides: list[str]):
     from embodied_rl.trainers import find_run, load_run_config
 
     run_dir, ckpt_path = find_run(path)
+    ckpt_path = step_file(ckpt_path)
     cfg = load_run_config(run_dir)
     try:
         cfg.merge_with_dotlist(overrides)
     except Exception as err:
         raise ValueError(f"bad override: {err}") from err
     return run_dir, ckpt_path, cfg
+
+
+def step_file(path: Path) -> Path:
+    """The step_*.pt file behind `path` (latest.pt is a hard link to the newest one), else `path` itself."""
+    path = path.resolve()
+    for candidate in sorted(path.parent.glob("step_*.pt"), reverse=True):
+        try:
+            if candidate.samefile(path):
+                return candidate
+        except FileNotFoundError:  # pruned by a run still training
+            continue
+    return path
+
+
+def mismatch_message(err: RuntimeError, env) -> str:
+    """One line for a checkpoint that cannot be read or whose agent does not fit the env's spaces."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if "size mismatch" not in str(err) and "key(s) in state_dict" not in str(err):
+        return lines[0] if lines else repr(err)
+    detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), lines[0])
+    return (
+        f"the checkpoint's agent does not fit this env (observations {space_shape(env.observation_space)}, "
+        f"actions {space_shape(env.action_space)}); check the env.task / env.obs_mode overrides. {shorten(detail, 200)}"
+    )
+
+
+def space_shape(space):
+    """A space's shape, or {key: shape} for a dict space."""
+    if hasattr(space, "spaces") and isinstance(space.spaces, dict):
+        return {key: sub.shape for key, sub in space.spaces.items()}
+    return space.shape
 
 
 def normalized_score_for(cfg, episode_return: float) -> float | None:

@@ -27,17 +27,31 @@ def read_metric(csv_path: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
+    """Group label -> metrics.csv files; a run reached through several (overlapping) arguments counts once."""
     groups: dict[str, list[Path]] = defaultdict(list)
+    seen: set[Path] = set()
     for root in paths:
         for csv_path in sorted(
             [root / "metrics.csv"] if (root / "metrics.csv").exists() else root.rglob("metrics.csv")
         ):
+            if csv_path.resolve() in seen:
+                continue
+            seen.add(csv_path.resolve())
             run = csv_path.parent
             label = str(run.parent) if run.name.startswith("seed") else str(run)
             groups[label].append(csv_path)
     if not groups:
         raise SystemExit(f"no metrics.csv under {', '.join(map(str, paths))}")
     return groups
+
+
+def columns(csv_paths: list[Path]) -> set[str]:
+    """Every column header in the given metrics.csv files."""
+    found: set[str] = set()
+    for csv_path in csv_paths:
+        with csv_path.open(newline="") as f:
+            found.update(next(csv.reader(f), []))
+    return found
 
 
 def curve(csv_paths: list[Path], metric: str, points: int = 100):
@@ -65,6 +79,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     metrics = args.metric or ["eval/success_rate", "eval/return_mean"]
+    groups = group_runs(args.runs)
+    available = columns([p for paths in groups.values() for p in paths])
+    missing = [m for m in metrics if m not in available]
+    if missing:
+        raise SystemExit(
+            f"error: no column {', '.join(missing)} in metrics.csv; available: {', '.join(sorted(available))}"
+        )
 
     import matplotlib
 
@@ -72,7 +93,6 @@ def main(argv: list[str] | None = None) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import EngFormatter
 
-    groups = group_runs(args.runs)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for label, csv_paths in groups.items():

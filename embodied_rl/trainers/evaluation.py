@@ -27,7 +27,7 @@ def run_episode(policy: Policy, env, seed: int | None, record: bool = False) -> 
         done = terminated or truncated
         if record:
             frames.append(env.render())
-    return {"return": episode_return, "length": length, "success": success, "frames": frames}
+    return {"seed": seed, "return": episode_return, "length": length, "success": success, "frames": frames}
 
 
 def evaluate_policy(
@@ -43,7 +43,7 @@ def evaluate_policy(
     """Evaluate `policy` for `episodes` episodes with seeds `seed, seed+1, ...`.
 
     Writes `episode_<i>.mp4` into `video_dir` for the first `videos` episodes (all when None).
-    Returns success rate, return mean/std, lengths and per-episode records (without frames).
+    Returns the first seed, success rate, return mean/std, lengths and per-episode records (without frames).
     """
     from tqdm import trange
 
@@ -58,6 +58,7 @@ def evaluate_policy(
     returns = np.array([r["return"] for r in records])
     return {
         "episodes": episodes,
+        "seed": seed,
         "success_rate": float(np.mean([r["success"] for r in records])),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),

@@ -1,0 +1,96 @@
+"""scripts/plot.py and scripts/evaluate.py: overlapping arguments, bad metrics, results.json, mismatched envs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_metrics(run_dir: Path, values: list[float]) -> None:
+    run_dir.mkdir(parents=True)
+    rows = [f"{100 * (i + 1)},{v}," for i, v in enumerate(values)]
+    (run_dir / "metrics.csv").write_text("\n".join(["step,eval/return_mean,train/loss", *rows]) + "\n")
+
+
+@pytest.fixture
+def seeds(tmp_path) -> Path:
+    """runs/sac/reach/seed{1,2}/metrics.csv."""
+    for seed in (1, 2):
+        write_metrics(tmp_path / "runs" / "sac" / "reach" / f"seed{seed}", [seed, seed + 1])
+    return tmp_path / "runs" / "sac"
+
+
+def test_plot_counts_runs_of_overlapping_arguments_once(seeds):
+    groups = load_script("plot").group_runs([seeds, seeds / "reach", seeds / "reach" / "seed1"])
+    assert {label: len(paths) for label, paths in groups.items()} == {str(seeds / "reach"): 2}
+
+
+def test_plot_rejects_an_unknown_metric_listing_the_columns(seeds, tmp_path):
+    out = tmp_path / "curves.png"
+    with pytest.raises(SystemExit) as exc:
+        load_script("plot").main([str(seeds), "--metric", "eval/return_maen", "--out", str(out)])
+    message = str(exc.value.code)
+    assert "eval/return_maen" in message and "eval/return_mean, step, train/loss" in message
+    assert not out.exists()
+
+
+# A tiny online run: checkpoints at steps 50 and 100 (latest.pt is the second), one evaluation.
+TINY = [
+    "env.task=metaworld/reach-v3",
+    "env.time_limit=20",
+    "env.shadows=false",
+    "agent.hidden_dims=[16,16]",
+    "trainer.total_steps=100",
+    "trainer.seed_steps=60",
+    "trainer.batch_size=16",
+    "trainer.eval_every=100",
+    "trainer.eval_episodes=1",
+    "trainer.eval_videos=0",
+    "trainer.checkpoint_every=50",
+    "trainer.progress=false",
+    "trainer.replay_size=200",
+    "logging.console=false",
+    "logging.tensorboard=false",
+    "device=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, f"run_dir={run_dir}"])
+    load_script("train").train(cfg)
+    return run_dir
+
+
+def test_evaluate_records_the_seed_and_the_step_file_behind_latest(tiny_run, tmp_path):
+    args = [str(tiny_run), "--episodes", "2", "--videos", "0", "--seed", "7", "--device", "cpu"]
+    load_script("evaluate").main([*args, "--out", str(tmp_path), "env.time_limit=5"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seed"] == 7 and [r["seed"] for r in saved["per_episode"]] == [7, 8]
+    assert saved["checkpoint"] == str((tiny_run / "checkpoints" / "step_000000100.pt").resolve())
+    assert saved["step"] == 100
+
+
+def test_evaluate_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path, capsys):
+    args = [str(tiny_run), "--episodes", "1", "--videos", "0", "--device", "cpu", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exc:
+        load_script("evaluate").main([*args, "env.task=mujoco/Hopper-v5", "env.time_limit=5"])
+    assert exc.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: the checkpoint's agent does not fit this env (observations (11,)")
+    assert "\n" not in error
