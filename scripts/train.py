@@ -6,13 +6,16 @@
 
 The run directory (default runs/<name>/<task>/seed<seed>) receives config.yaml, metrics.csv,
 TensorBoard events (tb/), checkpoints/, videos/ and results.json. A killed run continues with the
-same command plus `resume=true`.
+same command plus `resume=true`; only the training length (trainer.total_steps / total_updates) may change
+then, to extend a run. A resume before the first checkpoint starts afresh; one of a finished run does nothing.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -21,37 +24,111 @@ from omegaconf import DictConfig, OmegaConf
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
-def prepare_run_dir(cfg: DictConfig) -> Path:
-    """Refuse to silently mix two runs in one directory."""
+# What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
+RUN_OUTPUTS = ("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json", "ssorl.json")
+
+# Keys that may differ from the run's config.yaml on resume: the flags, the run directory's name, console
+# output, and the training length (so a finished run can be extended). Any other change is refused.
+RESUMABLE_KEYS = (
+    "resume",
+    "overwrite",
+    "name",
+    "run_dir",
+    "logging.console",
+    "trainer.progress",
+    "trainer.total_steps",
+    "trainer.total_updates",
+)
+
+
+def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
+    """Refuse to silently mix two runs in one directory; returns it and the step to resume from (or None).
+
+    overwrite=true, and resume=true before the first checkpoint, start afresh: old outputs are removed.
+    """
+    from embodied_rl.trainers.checkpoint import load_checkpoint
+
     run_dir = Path(cfg.run_dir)
-    has_run = (run_dir / "checkpoints" / "latest.pt").exists() or (run_dir / "metrics.csv").exists()
+    latest = run_dir / "checkpoints" / "latest.pt"
+    has_run = latest.exists() or (run_dir / "metrics.csv").exists()
     if has_run and not (cfg.resume or cfg.overwrite):
         raise SystemExit(
             f"error: {run_dir} already holds a run. Use resume=true to continue it, overwrite=true to "
             f"start afresh, or another name=/run_dir=."
         )
-    if cfg.overwrite and not cfg.resume:
-        import shutil
-
-        for item in ("checkpoints", "videos", "tb", "metrics.csv", "results.json"):
+    if cfg.resume and latest.exists():
+        check_resume_config(cfg, run_dir / "config.yaml")
+        return run_dir, int(load_checkpoint(latest, mmap=True)["step"])
+    if cfg.resume or cfg.overwrite:
+        for item in RUN_OUTPUTS:
             path = run_dir / item
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir, None
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and empty dicts are leaves."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume_config(cfg: DictConfig, stored: Path) -> None:
+    """Refuse to resume with a config that differs from the run's config.yaml (`stored`) outside
+    RESUMABLE_KEYS: a changed network or task would fail on the checkpoint, or silently mix two setups."""
+    from embodied_rl.trainers.builders import ConfigError
+
+    if not stored.exists():
+        return
+    old = _flatten(OmegaConf.to_container(OmegaConf.load(stored)))
+    new = _flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
+    unset = "<unset>"
+    changed = sorted(
+        k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k, unset) != new.get(k, unset)
+    )
+    if changed:
+        diffs = "; ".join(f"{k}: {old.get(k, unset)} -> {new.get(k, unset)}" for k in changed)
+        raise ConfigError(
+            f"resume=true with a config that differs from {stored}: {diffs}. Resume with the run's config "
+            f"(trainer.total_steps / total_updates may change to extend it) or start afresh with overwrite=true"
+        )
+
+
+@contextmanager
+def config_errors():
+    """Report a ValueError raised while building the run's pieces from its config as a ConfigError."""
+    from embodied_rl.trainers.builders import ConfigError
+
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def train(cfg: DictConfig) -> dict:
     """Run the training that `cfg.trainer.kind` names (online | offline); returns results.json's dict."""
     from embodied_rl.logging import RunLogger
-    from embodied_rl.trainers.builders import resolve_device, seed_everything
+    from embodied_rl.trainers.builders import ConfigError, resolve_device, seed_everything
 
     if cfg.trainer.kind not in ("online", "offline"):
-        raise ValueError(f"trainer.kind must be 'online' or 'offline', got {cfg.trainer.kind!r}")
-    run_dir = prepare_run_dir(cfg)
+        raise ConfigError(f"trainer.kind must be 'online' or 'offline', got {cfg.trainer.kind!r}")
     device = resolve_device(cfg.device)
+    run_dir, resume_step = prepare_run_dir(cfg)
+    total = cfg.trainer.total_steps if cfg.trainer.kind == "online" else cfg.trainer.total_updates
+    if resume_step is not None and resume_step >= total:
+        return already_complete(run_dir, resume_step, total)
     seed_everything(cfg.seed, cfg.deterministic)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard, console=cfg.logging.console)
+    if cfg.resume and resume_step is None:
+        logger.summary(f"[resume] no checkpoint in {run_dir}: starting from step 0 with fresh logs")
     try:
         run = train_online if cfg.trainer.kind == "online" else train_offline
         results = run(cfg, run_dir, device, logger)
@@ -61,6 +138,16 @@ def train(cfg: DictConfig) -> dict:
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     logger.summary(f"[done] {run_dir}: final {results['final']}")
     return results
+
+
+def already_complete(run_dir: Path, step: int, total: int) -> dict:
+    """A resume of a finished run: nothing is trained, evaluated or logged again."""
+    print(f"[done] {run_dir} is already complete (checkpoint at {step}, total {total}); nothing to do")
+    results = run_dir / "results.json"
+    if not results.exists():
+        print(f"warning: {results} is missing; scripts/evaluate.py {run_dir} evaluates the checkpoint")
+        return {}
+    return json.loads(results.read_text())
 
 
 def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
@@ -74,15 +161,17 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     for key in ("kind", "num_envs", "asynchronous_envs", "replay_size", "replay_device"):
         trainer_cfg.pop(key)
     t = cfg.trainer
-    envs = make_vector_env(env_cfg, num_envs=t.num_envs, asynchronous=t.asynchronous_envs)
+    with config_errors():
+        envs = make_vector_env(env_cfg, num_envs=t.num_envs, asynchronous=t.asynchronous_envs)
     eval_env = make_env(env_cfg)
     try:
-        agent = make_agent(
-            OmegaConf.to_container(cfg.agent, resolve=True),
-            envs.single_observation_space,
-            envs.single_action_space,
-            device,
-        )
+        with config_errors():
+            agent = make_agent(
+                OmegaConf.to_container(cfg.agent, resolve=True),
+                envs.single_observation_space,
+                envs.single_action_space,
+                device,
+            )
         buffer = ReplayBuffer.from_spaces(
             t.replay_size,
             envs.single_observation_space,
@@ -117,7 +206,8 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, device, logger) ->
         (run_dir / "ssorl.json").write_text(json.dumps(diagnostics, indent=2, default=float))
         proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
         if proxy:  # diagnosis only: the true actions of the unlabelled part are never trained on
-            logger.log(proxy, step=0, prefix="ssorl")
+            if not (run_dir / "checkpoints" / "latest.pt").exists():  # a resumed run logged it already
+                logger.log(proxy, step=0, prefix="ssorl")
             logger.summary(
                 f"[ssorl] {diagnostics['arm']}: {diagnostics['num_labelled']} labelled / "
                 f"{diagnostics['num_unlabelled']} action-free trajectories; proxy-action MSE "
@@ -131,6 +221,8 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, device, logger) ->
 def scale_rewards(data, trajectories, cfg: DictConfig):
     """Reward transform of the offline config: `returns` rescales by 1000 / (max - min episode return),
     as CORL does for D4RL locomotion with IQL; then `scale * r + shift`."""
+    from embodied_rl.trainers.builders import ConfigError
+
     r = cfg.trainer.reward
     reward = data.reward
     if r.normalize == "returns":
@@ -139,7 +231,7 @@ def scale_rewards(data, trajectories, cfg: DictConfig):
         if spread > 0:
             reward = reward * (1000.0 / spread)
     elif r.normalize not in (None, "none"):
-        raise ValueError(f"trainer.reward.normalize must be none or returns, got {r.normalize!r}")
+        raise ConfigError(f"trainer.reward.normalize must be none or returns, got {r.normalize!r}")
     data.reward = reward * r.scale + r.shift
     return data
 
@@ -150,13 +242,15 @@ def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     from embodied_rl.trainers import OfflineTrainer, OfflineTrainerConfig
     from embodied_rl.trainers.builders import make_agent
 
-    env = make_env(OmegaConf.to_container(cfg.env, resolve=True))
+    with config_errors():
+        env = make_env(OmegaConf.to_container(cfg.env, resolve=True))
     try:
         trajectories, dataset_id = offline_trajectories(cfg, env, run_dir, device, logger)
         data = transitions_from_trajectories(trajectories, device=device)
-        agent = make_agent(
-            OmegaConf.to_container(cfg.agent, resolve=True), env.observation_space, env.action_space, device
-        )
+        with config_errors():
+            agent = make_agent(
+                OmegaConf.to_container(cfg.agent, resolve=True), env.observation_space, env.action_space, device
+            )
         if hasattr(agent, "fit_normalizer"):
             agent.fit_normalizer(data.obs)
         data = scale_rewards(data, trajectories, cfg)
@@ -189,10 +283,11 @@ def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
 def main(cfg: DictConfig) -> None:
     from embodied_rl.data import DatasetError
     from embodied_rl.envs import UnknownTaskError
+    from embodied_rl.trainers.builders import ConfigError
 
     try:
         train(cfg)
-    except (UnknownTaskError, DatasetError) as err:
+    except (UnknownTaskError, DatasetError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

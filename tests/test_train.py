@@ -7,12 +7,15 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -366,3 +369,115 @@ def test_agent_option_of_another_agent_is_a_clear_error():
             env.action_space,
             torch.device("cpu"),
         )
+
+
+# ------------------------------------------------------------------ resume edge cases and config errors
+def test_resume_before_the_first_checkpoint_starts_the_logs_afresh(tmp_path):
+    run_dir = tmp_path / "early"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    run_in_process(args)
+    shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first checkpoint
+    run_in_process([*args, "resume=true"])
+    steps = [int(r["step"]) for r in metric_rows(run_dir)]
+    assert steps == sorted(steps), "metrics.csv holds the rows of both attempts"
+    assert [r["step"] for r in metric_rows(run_dir) if r["eval/success_rate"]] == ["100"]
+    assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1
+
+
+def test_resume_with_another_network_is_refused_before_config_yaml_changes(tmp_path):
+    from embodied_rl.trainers.builders import ConfigError
+
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    run_in_process(args)
+    stored = (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"agent.hidden_dims: \[32, 32\] -> \[64, 64\]"):
+        run_in_process([*args, "resume=true", "agent.hidden_dims=[64,64]"])
+    assert (run_dir / "config.yaml").read_text() == stored
+
+
+def test_resuming_a_finished_run_does_nothing_and_a_longer_total_extends_it(tmp_path, capsys):
+    run_dir = tmp_path / "done"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    run_in_process(args)
+    rows, results = metric_rows(run_dir, drop=()), (run_dir / "results.json").read_text()
+    assert run_in_process([*args, "resume=true"]) == json.loads(results)
+    assert "already complete" in capsys.readouterr().out
+    assert metric_rows(run_dir, drop=()) == rows and (run_dir / "results.json").read_text() == results
+    assert run_in_process([*args, "resume=true", "trainer.total_steps=200"])["steps"] == 200
+    assert [r["step"] for r in metric_rows(run_dir) if r["eval/success_rate"]] == ["100", "200"]
+
+
+def test_resume_hides_tensorboard_events_logged_after_the_checkpoint(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "tb"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.keep_checkpoints=0"]
+    run_in_process(args)
+    checkpoints = run_dir / "checkpoints"
+    (checkpoints / "latest.pt").unlink()  # a hard link to step 200: as if killed just before writing it
+    shutil.copy(checkpoints / "step_000000100.pt", checkpoints / "latest.pt")
+    run_in_process([*args, "resume=true"])
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/success_rate")] == [100, 200]
+    updates = [e.step for e in events.Scalars("train/updates")]
+    assert updates == sorted(set(updates))
+
+
+def test_resume_without_a_saved_replay_buffer_refills_it_before_updating(tmp_path):
+    args = [*TINY, f"run_dir={tmp_path / 'run'}", "trainer.save_replay=false", "trainer.total_steps=100"]
+    run_in_process(args)
+    results = run_in_process([*args, "resume=true", "trainer.total_steps=200"])
+    assert results["updates"] == 2 * 41  # updates at steps 60..100, then 60 warm-up steps again: 160..200
+
+
+class FinalStepSuccess(gym.Env):
+    """Three-step episodes that report success only on their last step; actions in [-2, 2]."""
+
+    observation_space = gym.spaces.Box(-10.0, 10.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {"success": False}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, self.t, np.float32), 0.0, False, self.t == 3, {"success": self.t == 3}
+
+
+def test_online_trainer_counts_success_on_the_last_step_and_logs_episodes_at_the_step_reached(tmp_path):
+    from types import SimpleNamespace
+
+    from embodied_rl.trainers import OnlineTrainer, OnlineTrainerConfig
+
+    envs = gym.vector.SyncVectorEnv([FinalStepSuccess] * 2, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    actions, rows = [], []
+    buffer = SimpleNamespace(add=lambda obs, action, *rest: actions.append(action))
+    logger = SimpleNamespace(log=lambda m, step, prefix="": rows.append((step, m)), flush=lambda: None)
+    cfg = OnlineTrainerConfig(total_steps=18, seed_steps=100, eval_every=0, checkpoint_every=0, log_every=0)
+    trainer = OnlineTrainer(cfg, envs, None, None, buffer, logger, tmp_path)
+    trainer.evaluate, trainer.save = (lambda: {"step": trainer.step}), (lambda: None)
+    trainer.train()
+    episodes = [(step, m["success"]) for step, m in rows if "success" in m]
+    assert episodes == [(6, 1.0), (6, 1.0), (12, 1.0), (12, 1.0), (18, 1.0), (18, 1.0)]
+    assert np.abs(actions).max() > 1.0 and np.abs(actions).max() <= 2.0  # warm-up spans the action bounds
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+agent.foo=1", "does not take foo"),
+        ("trainer.kind=bogus", "trainer.kind must be"),
+        ("env.obs_mode=bogus", "obs_mode must be"),
+        ("device=cuda", "CUDA is not available"),
+    ],
+)
+def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path):
+    if override == "device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_cli([override, f"run_dir={tmp_path / 'run'}", "trainer.progress=false"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: " in result.stderr and message in result.stderr and "Traceback" not in result.stderr

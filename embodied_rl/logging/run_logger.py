@@ -25,7 +25,7 @@ class RunLogger:
     """Writes scalars to `<run_dir>/metrics.csv` (one row per call, wide format) and TensorBoard.
 
     Rows are keyed by `step`; on resume, `truncate_after(step)` drops rows logged after the checkpoint
-    so curves never hold duplicated steps.
+    so curves never hold duplicated steps (TensorBoard hides them through the writer's `purge_step`).
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, console: bool = True):
@@ -37,11 +37,9 @@ class RunLogger:
         self._columns: list[str] = ["step"]
         if self.csv_path.exists():
             self._read_existing_csv()
-        self._writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+        self.tensorboard = tensorboard
+        self._writer = None  # opened at the first scalar, after any `truncate_after`
+        self._purge_step: int | None = None
 
     def _read_existing_csv(self) -> None:
         with self.csv_path.open(newline="") as f:
@@ -53,14 +51,25 @@ class RunLogger:
         """Forget rows logged after `step` (used when resuming from a checkpoint taken at `step`)."""
         self._rows = [row for row in self._rows if row.get("step", -1) <= step]
         self._rewrite_csv()
+        self.close()  # the next writer hides the events after `step` from TensorBoard
+        self._purge_step = step + 1
+
+    def _tensorboard(self):
+        if self._writer is None and self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self._purge_step)
+            self._purge_step = None  # purge once: a later writer must keep what this one writes
+        return self._writer
 
     def log(self, metrics: Mapping[str, Any], step: int, prefix: str = "") -> dict[str, float]:
         """Log `metrics` at `step` under `prefix/` and return them as floats."""
         values = {f"{prefix}/{k}" if prefix else k: _to_float(v) for k, v in metrics.items()}
-        if self._writer is not None:
+        writer = self._tensorboard()
+        if writer is not None:
             for key, value in values.items():
                 if math.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
+                    writer.add_scalar(key, value, step)
         row = {"step": float(step), **values}
         self._rows.append(row)
         new_columns = [k for k in values if k not in self._columns]

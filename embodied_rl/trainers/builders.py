@@ -24,13 +24,20 @@ AGENTS = {
 }
 
 
+class ConfigError(ValueError):
+    """A run's config cannot work: a bad option, a missing GPU, a resume with a changed config."""
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """`auto` picks CUDA when available; an explicit CUDA request without a GPU is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device} requested but CUDA is not available (use device=auto or cpu)")
+        raise ConfigError(f"device={device} requested but CUDA is not available (use device=auto or cpu)")
     return resolved
 
 
@@ -47,13 +54,13 @@ def make_agent(agent_cfg: Mapping[str, Any], observation_space, action_space, de
     cfg = dict(agent_cfg)
     name = cfg.pop("name")
     if name not in AGENTS:
-        raise ValueError(f"unknown agent '{name}'; known agents: {', '.join(sorted(AGENTS))}")
+        raise ConfigError(f"unknown agent '{name}'; known agents: {', '.join(sorted(AGENTS))}")
     module_name, class_name = AGENTS[name].split(":")
     agent_class = getattr(importlib.import_module(module_name), class_name)
     accepted = inspect.signature(agent_class.__init__).parameters
     unknown = sorted(key for key in cfg if key not in accepted)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"agent '{name}' does not take {', '.join(unknown)} (an experiment meant for another "
             f"agent?); its options are in configs/agent/{name}.yaml"
         )

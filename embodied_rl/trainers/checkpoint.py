@@ -45,7 +45,10 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     payload = {"step": step, "rng": capture_rng_state(), **state}
     path = directory / f"step_{step:09d}.pt"
     tmp = directory / f".{path.name}.tmp"
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them `path`
     os.replace(tmp, path)
     latest_tmp = directory / f".{LATEST}.tmp"
     if latest_tmp.exists():
@@ -57,8 +60,11 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file, or `latest.pt` when `path` is a run or checkpoint directory."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint file, or `latest.pt` when `path` is a run or checkpoint directory.
+
+    `mmap=True` maps the tensors from the file instead of reading them: cheap when only the step is needed.
+    """
     path = Path(path)
     if path.is_dir():
         candidates = [path / LATEST, path / "checkpoints" / LATEST]
@@ -69,6 +75,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as err:  # a truncated or foreign file
         raise RuntimeError(f"could not read checkpoint {path}: {err}") from err

@@ -52,6 +52,7 @@ class OfflineTrainer:
         self.ref_min, self.ref_max = ref_scores
         self.step = 0
         self.best_eval: dict[str, Any] | None = None
+        self.last_eval: dict[str, Any] | None = None
         self.generator = torch.Generator(device=data.reward.device).manual_seed(seed)
 
     # ---------------------------------------------------------------- resume
@@ -61,6 +62,7 @@ class OfflineTrainer:
             "trainer": {
                 "step": self.step,
                 "best_eval": self.best_eval,
+                "last_eval": self.last_eval,
                 "config": asdict(self.cfg),
                 "generator": self.generator.get_state(),
             },
@@ -71,6 +73,7 @@ class OfflineTrainer:
         self.agent.load_state_dict(ckpt["agent"])
         self.step = ckpt["trainer"]["step"]
         self.best_eval = ckpt["trainer"]["best_eval"]
+        self.last_eval = ckpt["trainer"].get("last_eval")
         self.generator.set_state(ckpt["trainer"]["generator"])
         restore_rng_state(ckpt["rng"])
         self.logger.truncate_after(self.step)
@@ -84,7 +87,6 @@ class OfflineTrainer:
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
         last_metrics: dict[str, torch.Tensor] = {}
-        last_eval: dict[str, Any] | None = None
         tick, tick_step = time.perf_counter(), self.step
         bar = tqdm(
             total=cfg.total_updates, initial=self.step, desc="train", disable=not cfg.progress, dynamic_ncols=True
@@ -99,17 +101,17 @@ class OfflineTrainer:
                 self.logger.log({**last_metrics, **speed}, self.step, prefix="train")
                 tick, tick_step = now, self.step
             if (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or self.step >= cfg.total_updates:
-                last_eval = self.evaluate()
-                if is_better(last_eval, self.best_eval):
-                    self.best_eval = last_eval
+                self.last_eval = self.evaluate()
+                if is_better(self.last_eval, self.best_eval):
+                    self.best_eval = self.last_eval
             if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or self.step >= cfg.total_updates:
                 self.save()
         bar.close()
-        if last_eval is None:  # resumed from the checkpoint of a finished run
-            last_eval = self.evaluate()
-            self.best_eval = self.best_eval or last_eval
+        if self.last_eval is None or self.last_eval.get("step") != self.step:  # no evaluation at this update yet
+            self.last_eval = self.evaluate()
+            self.best_eval = self.best_eval or self.last_eval
         self.logger.flush()
-        return {"final": last_eval, "best": self.best_eval, "updates": self.step}
+        return {"final": self.last_eval, "best": self.best_eval, "updates": self.step}
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg

@@ -49,6 +49,8 @@ class OnlineTrainer:
         self.updates_done = 0
         self.episodes_done = 0
         self.best_eval: dict[str, Any] | None = None  # kept across resumes
+        self.last_eval: dict[str, Any] | None = None
+        self.warmup_until = cfg.seed_steps  # random actions and no updates before this step
         self.num_envs = envs.num_envs
         self.action_rng = np.random.default_rng(seed)
         self._next_obs_from_final = _autoreset_is_same_step(envs)
@@ -62,6 +64,7 @@ class OnlineTrainer:
                 "updates_done": self.updates_done,
                 "episodes_done": self.episodes_done,
                 "best_eval": self.best_eval,
+                "last_eval": self.last_eval,
                 "action_rng": self.action_rng.bit_generator.state,
                 "config": asdict(self.cfg),
             },
@@ -71,16 +74,26 @@ class OnlineTrainer:
         return state
 
     def resume(self, path: str | Path) -> None:
-        """Continue from the checkpoint at `path` (a file or a checkpoints directory)."""
+        """Continue from the checkpoint at `path` (a file or a checkpoints directory).
+
+        A checkpoint without the replay buffer (`save_replay=false`) restarts the warm-up: `seed_steps`
+        random steps (at least `batch_size`) refill the buffer before updates resume.
+        """
         ckpt = load_checkpoint(path)
         self.agent.load_state_dict(ckpt["agent"])
         trainer = ckpt["trainer"]
         self.step, self.updates_done = trainer["step"], trainer["updates_done"]
         self.episodes_done = trainer["episodes_done"]
-        self.best_eval = trainer.get("best_eval")
+        self.best_eval, self.last_eval = trainer.get("best_eval"), trainer.get("last_eval")
         self.action_rng.bit_generator.state = trainer["action_rng"]
         if "buffer" in ckpt:
             self.buffer.load_state_dict(ckpt["buffer"])
+        else:
+            self.warmup_until = self.step + max(self.cfg.seed_steps, self.cfg.batch_size)
+            self.logger.summary(
+                f"[resume] warning: the checkpoint holds no replay buffer (save_replay=false); "
+                f"{self.warmup_until - self.step} random steps refill it before updates resume"
+            )
         restore_rng_state(ckpt["rng"])
         self.logger.truncate_after(self.step)
 
@@ -99,13 +112,12 @@ class OnlineTrainer:
         episode_success = np.zeros(self.num_envs, dtype=bool)
         update_debt = 0.0
         last_metrics: dict[str, torch.Tensor] = {}
-        last_eval: dict[str, Any] | None = None
         tick, tick_step = time.perf_counter(), self.step
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not cfg.progress, dynamic_ncols=True)
         while self.step < cfg.total_steps:
-            if self.step < cfg.seed_steps:
-                action = self.action_rng.uniform(-1.0, 1.0, size=self.envs.action_space.shape)
-                action = action.astype(self.envs.action_space.dtype)
+            if self.step < self.warmup_until:
+                space = self.envs.action_space
+                action = self.action_rng.uniform(space.low, space.high, size=space.shape).astype(space.dtype)
             else:
                 action = self.agent.act(obs, deterministic=False)
             next_obs, reward, terminated, truncated, info = self.envs.step(action)
@@ -113,7 +125,10 @@ class OnlineTrainer:
             stored_next_obs = _final_observations(next_obs, info, done) if self._next_obs_from_final else next_obs
             self.buffer.add(obs, action, reward, stored_next_obs, terminated)
             episode_return += reward
-            episode_success |= np.asarray(info.get("success", np.zeros(self.num_envs, bool)), dtype=bool)
+            episode_success |= _step_success(info, done, self.num_envs)
+            obs = next_obs
+            self.step += self.num_envs
+            bar.update(self.num_envs)
             for i in np.flatnonzero(done):
                 self.episodes_done += 1
                 self.logger.log(
@@ -122,11 +137,8 @@ class OnlineTrainer:
                     prefix="train",
                 )
                 episode_return[i], episode_success[i] = 0.0, False
-            obs = next_obs
-            self.step += self.num_envs
-            bar.update(self.num_envs)
 
-            if self.step >= cfg.seed_steps:
+            if self.step >= self.warmup_until:
                 update_debt += cfg.utd_ratio * self.num_envs
                 while update_debt >= 1.0:
                     last_metrics = self.agent.update(self.buffer.sample(cfg.batch_size))
@@ -142,17 +154,17 @@ class OnlineTrainer:
                 self.logger.log({**last_metrics, **speed}, self.step, prefix="train")
                 tick, tick_step = now, self.step
             if _crossed(self.step, self.num_envs, cfg.eval_every) or self.step >= cfg.total_steps:
-                last_eval = self.evaluate()
-                if is_better(last_eval, self.best_eval):
-                    self.best_eval = last_eval
+                self.last_eval = self.evaluate()
+                if is_better(self.last_eval, self.best_eval):
+                    self.best_eval = self.last_eval
             if _crossed(self.step, self.num_envs, cfg.checkpoint_every) or self.step >= cfg.total_steps:
                 self.save()
         bar.close()
-        if last_eval is None:  # resumed from a checkpoint of a finished run
-            last_eval = self.evaluate()
-            self.best_eval = self.best_eval or last_eval
+        if self.last_eval is None or self.last_eval.get("step") != self.step:  # no evaluation at this step yet
+            self.last_eval = self.evaluate()
+            self.best_eval = self.best_eval or self.last_eval
         self.logger.flush()
-        return {"final": last_eval, "best": self.best_eval, "steps": self.step, "updates": self.updates_done}
+        return {"final": self.last_eval, "best": self.best_eval, "steps": self.step, "updates": self.updates_done}
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -180,6 +192,16 @@ def _autoreset_is_same_step(envs) -> bool:
     if mode == AutoresetMode.NEXT_STEP:
         raise ValueError("OnlineTrainer needs vector envs with autoreset_mode=SAME_STEP (make_vector_env does this)")
     return mode == AutoresetMode.SAME_STEP
+
+
+def _step_success(info: dict, done: np.ndarray, num_envs: int) -> np.ndarray:
+    """Per-env `success` of the last step. With SAME_STEP autoreset the info of a finished env comes from
+    its reset: its last step's info is in `info["final_info"]`."""
+    success = np.asarray(info.get("success", np.zeros(num_envs, bool)), dtype=bool).copy()
+    final = info.get("final_info", {})
+    if done.any() and "success" in final:
+        success[done] = np.asarray(final["success"], dtype=bool)[done]
+    return success
 
 
 def _final_observations(next_obs, info: dict, done: np.ndarray):
