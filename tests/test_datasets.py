@@ -8,13 +8,13 @@ tmp MINARI_DATASETS_PATH: the user's ~/.minari is never touched.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from script_helpers import load_script, train_in_process
 
 from embodied_rl.data import ReplayBuffer, load_trajectories, make_behaviour_policy, open_dataset
 from embodied_rl.data.recipes import (
@@ -28,7 +28,6 @@ from embodied_rl.data.recipes import (
     split_episodes,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 MW_TASK, MW_EPISODES = "metaworld/drawer-open-v3", 7
 RUN_TASK, RUN_TIME_LIMIT, RUN_ENVS = "mujoco/Hopper-v5", 30, 2
 TINY_SAC = [
@@ -39,13 +38,6 @@ TINY_SAC = [
     "trainer.progress=false", "trainer.log_every=100", "logging.console=false", "logging.tensorboard=false",
     "device=cpu",
 ]  # fmt: skip
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -66,12 +58,8 @@ def metaworld_root(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from hydra import compose, initialize_config_dir
-
     run_dir = tmp_path_factory.mktemp("runs") / "hopper"
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY_SAC, f"run_dir={run_dir}"])
-    load_script("train").train(cfg)
+    train_in_process([*TINY_SAC, f"run_dir={run_dir}"])
     return run_dir
 
 

@@ -110,24 +110,20 @@ def test_update_accepts_transitions():
     assert torch.isfinite(metrics["critic_loss"])
 
 
-def test_reward_and_terminated_of_shape_b1_are_not_broadcast():
+@pytest.mark.parametrize(
+    "variant",
+    [
+        lambda b: {**b, "reward": b["reward"][:, None], "terminated": b["terminated"][:, None]},  # (B, 1) columns
+        lambda b: {**b, "terminated": b["terminated"].bool()},  # gymnasium's dtype
+    ],
+    ids=["shape_b1_not_broadcast", "bool_terminated"],
+)
+def test_reward_and_terminated_variants_give_the_same_update(variant):
     batch = make_batch()
-    column = {**batch, "reward": batch["reward"][:, None], "terminated": batch["terminated"][:, None]}
     torch.manual_seed(0)
     expected = make_agent().update(batch)
     torch.manual_seed(0)
-    got = make_agent().update(column)
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
-
-
-def test_bool_terminated_gives_the_same_update_as_float():
-    batch = make_batch()
-    as_bool = {**batch, "terminated": batch["terminated"].bool()}
-    torch.manual_seed(0)
-    expected = make_agent().update(batch)
-    torch.manual_seed(0)
-    got = make_agent().update(as_bool)
+    got = make_agent().update(variant(batch))
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
 

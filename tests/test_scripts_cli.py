@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_helpers import load_script, train_in_process
 
 
 def write_metrics(run_dir: Path, values: list[float]) -> None:
@@ -71,9 +61,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"run_dir={run_dir}"])
-    load_script("train").train(cfg)
+    train_in_process([*TINY, f"run_dir={run_dir}"])
     return run_dir
 
 
