@@ -12,7 +12,7 @@ from .rendering import RenderingBackendError, configure_rendering_backend
 configure_rendering_backend()  # must run before anything imports mujoco
 
 from .config import EnvConfig, to_env_config  # noqa: E402
-from .factory import make_env, make_vector_env  # noqa: E402
+from .factory import make_env, make_vector_env, subenv_seeds  # noqa: E402
 from .registration import env_id_for, register_envs  # noqa: E402
 from .scripted import scripted_policy  # noqa: E402
 from .tasks import METAWORLD_TASKS, MUJOCO_TASKS, UnknownTaskError  # noqa: E402
@@ -31,5 +31,6 @@ __all__ = [
     "make_vector_env",
     "register_envs",
     "scripted_policy",
+    "subenv_seeds",
     "to_env_config",
 ]

@@ -11,6 +11,7 @@ from .tasks import DEFAULT_HORIZON, METAWORLD, resolve_task
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 DISTRACTOR_SPLITS = ("train", "test")
+DISTRACTOR_KINDS = ("background", "texture", "bodies", "lighting", "camera")
 DEFAULT_DISTRACTOR_KINDS = ("background", "texture", "bodies", "lighting")
 
 
@@ -26,14 +27,16 @@ class EnvConfig:
     frame_stack: int = 1  # observations stacked along the last axis
     time_limit: int | None = None  # agent steps per episode; None: 500 (Meta-World) or 1000, / action_repeat
     distractors: str | None = None  # None | "train" | "test": RePo's visual distractors in rendered frames
-    distractor_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_DISTRACTOR_KINDS))
+    distractor_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_DISTRACTOR_KINDS))  # or one name
     seed: int | None = None  # seeds the first reset() (and the distractors); None: fresh entropy
     shadows: bool = True  # shadows and reflections in frames; False renders ~3.5x faster on OSMesa
 
     def __post_init__(self) -> None:
         suite, name = resolve_task(self.task)
         self.task = f"{suite}/{name}"
-        self.distractor_kinds = list(self.distractor_kinds)
+        self.distractor_kinds = _distractor_kinds(self.distractor_kinds)
+        if self.seed is not None:
+            self.seed = _non_negative_int("seed", self.seed)
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
         if self.distractors not in (None, *DISTRACTOR_SPLITS):
@@ -64,9 +67,29 @@ class EnvConfig:
         return self.time_limit or max(1, DEFAULT_HORIZON[self.suite] // self.action_repeat)
 
 
+def _distractor_kinds(kinds: Any) -> list[str]:
+    """``kinds`` as a list: a single name (what ``env.distractor_kinds=background`` gives) is one kind, None
+    the defaults."""
+    if kinds is None:
+        return list(DEFAULT_DISTRACTOR_KINDS)
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    unknown = [kind for kind in kinds if kind not in DISTRACTOR_KINDS]
+    if unknown:
+        raise ValueError(
+            f"unknown distractor kind(s) {unknown}; distractor_kinds must be a subset of {DISTRACTOR_KINDS}"
+        )
+    return kinds
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 0:
+        raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
     return int(value)
 
 

@@ -9,9 +9,9 @@ this package (Meta-World and gymnasium locomotion), procedurally, so nothing is 
 
 - ``background``: pixels of the background (sky, floor, table, walls) found by a segmentation render
   are replaced by a moving procedural pattern that changes every step, like a video;
-- ``texture``: scenery and static decor geoms get random colours and textures each episode;
+- ``texture``: scenery and static decor geoms get random colours (flat or on grey textures) each episode;
 - ``bodies``: visual-only geoms float through the workspace on smooth paths (physics never sees them);
-- ``lighting``: each episode tints, dims or brightens and tilts the scene's lights;
+- ``lighting``: each episode tints, dims or brightens the lights and tilts the directional ones;
 - ``camera`` (opt-in): each episode shifts and tilts the camera slightly.
 
 Two splits, ``"train"`` and ``"test"``, draw every parameter from disjoint ranges (hue bands, pattern
@@ -31,8 +31,10 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-KINDS = ("background", "texture", "bodies", "lighting", "camera")
-DEFAULT_KINDS = ("background", "texture", "bodies", "lighting")
+from .config import DEFAULT_DISTRACTOR_KINDS as DEFAULT_KINDS
+from .config import DISTRACTOR_KINDS as KINDS
+from .rendering import close_renderer, open_renderer
+
 SPLITS = ("train", "test")
 DEFAULT_IMAGE_SIZE = 64
 
@@ -67,7 +69,7 @@ class SplitSpec:
     spatial_frequency: Band  # background pattern frequency, cycles per image width
     body_shapes: tuple[int, ...]  # mjtGeom types of the distractor bodies
     light_intensity: tuple[Band, ...]  # multiplier of every light's colour
-    light_tilt_deg: Band  # rotation of each directional light
+    light_tilt_deg: Band  # angle between each directional light's old and new direction
     camera_tilt_deg: Band  # rotation of the camera about its own position
     camera_shift: Band  # camera displacement, in units of the suite's length scale
 
@@ -200,6 +202,16 @@ def random_rotation(rng: np.random.Generator, angle_deg: Band) -> np.ndarray:
     """Rotation matrix (3, 3) about a uniformly random axis by an angle drawn from ``angle_deg``."""
     axis = rng.normal(size=3)
     return axis_angle_matrix(axis / np.linalg.norm(axis), np.deg2rad(rng.uniform(*angle_deg)))
+
+
+def tilt_direction(direction: np.ndarray, towards: np.ndarray, angle: float) -> np.ndarray:
+    """``direction`` rotated by exactly ``angle`` (radians) about the axis perpendicular to it and ``towards``."""
+    axis = np.cross(direction, towards)
+    norm = np.linalg.norm(axis)
+    if norm < 1e-9:  # ``towards`` is parallel to ``direction``: any perpendicular axis will do
+        axis = np.cross(direction, [1.0, 0.0, 0.0] if abs(direction[0]) < 0.9 else [0.0, 1.0, 0.0])
+        norm = np.linalg.norm(axis)
+    return axis_angle_matrix(axis / norm, angle) @ direction
 
 
 def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -370,7 +382,8 @@ class GeomRecolouring:
     """Random colours and textures of scenery and decor geoms for one episode.
 
     Each target geom gets a colour of the split's hues and either no texture (flat colour) or one of the
-    scenery's own textured materials, tinted by that colour. Applied to the render scene's geoms.
+    scenery's own grey textured materials, tinted by that colour (a grey texture keeps the colour's hue).
+    Applied to the render scene's geoms.
     """
 
     def __init__(self, geom_ids: np.ndarray, rgba: np.ndarray, material_ids: np.ndarray):
@@ -397,11 +410,27 @@ class GeomRecolouring:
                 geom.matid = self.material_ids[k]
 
 
+GREY_TEXEL_CHROMA = 4  # max - min of a texel's RGB (0-255) for the texel to count as grey
+
+
 def textured_materials(model: mujoco.MjModel, geom_mask: np.ndarray) -> np.ndarray:
-    """Ids of the materials with an RGB texture used by the geoms in ``geom_mask``."""
+    """Ids of the materials with a grey RGB texture used by the geoms in ``geom_mask``.
+
+    Only grey textures are kept: tinting a coloured one (Meta-World's wooden table) would move the tint's
+    hue into the other split's bands.
+    """
     used = np.unique(model.geom_matid[geom_mask])
     used = used[used >= 0]
-    return used[model.mat_texid[used, _TEXROLE_RGB] >= 0]
+    textures = model.mat_texid[used, _TEXROLE_RGB]
+    return np.array([m for m, t in zip(used, textures) if t >= 0 and texture_is_grey(model, t)], dtype=int)
+
+
+def texture_is_grey(model: mujoco.MjModel, texture_id: int) -> bool:
+    """True when every texel of the texture has (nearly) equal red, green and blue."""
+    start, channels = model.tex_adr[texture_id], model.tex_nchannel[texture_id]
+    size = model.tex_height[texture_id] * model.tex_width[texture_id] * channels
+    texels = model.tex_data[start : start + size].reshape(-1, channels)[:, :3]
+    return int(np.ptp(texels, axis=1).max()) <= GREY_TEXEL_CHROMA
 
 
 @dataclass
@@ -470,18 +499,24 @@ class DistractorBodies:
 
 
 class LightingChange:
-    """One episode's lighting: every light tinted and scaled, directional lights tilted."""
+    """One episode's lighting: every light tinted and scaled, every directional light tilted.
 
-    def __init__(self, gain: np.ndarray, rotation: np.ndarray):
+    Each light's direction turns by exactly ``tilt`` radians, towards the episode's random vector ``towards``.
+    """
+
+    def __init__(self, gain: np.ndarray, tilt: float, towards: np.ndarray):
         self.gain = gain  # (3,) colour multiplier: tint * intensity
-        self.rotation = rotation  # (3, 3)
+        self.tilt = tilt  # radians
+        self.towards = towards  # (3,) unit
 
     @classmethod
     def sample(cls, rng: np.random.Generator, spec: SplitSpec) -> LightingChange:
         tint = sample_colours(rng, spec.hue_bands, 1, saturation=(0.15, 0.35))[0]
         tint = tint / tint.max()
         intensity = float(sample_from_bands(rng, spec.light_intensity))
-        return cls(tint * intensity, random_rotation(rng, spec.light_tilt_deg))
+        tilt = float(np.deg2rad(rng.uniform(*spec.light_tilt_deg)))
+        towards = rng.normal(size=3)
+        return cls(tint * intensity, tilt, towards / np.linalg.norm(towards))
 
     def apply(self, scene: mujoco.MjvScene) -> None:
         for i in range(scene.nlight):
@@ -490,7 +525,7 @@ class LightingChange:
             light.ambient[:] = np.clip(light.ambient * self.gain, 0.0, 1.0)
             light.specular[:] = np.clip(light.specular * self.gain, 0.0, 1.0)
             if not light.headlight:
-                light.dir[:] = self.rotation @ light.dir
+                light.dir[:] = tilt_direction(np.array(light.dir), self.towards, self.tilt)
 
 
 class CameraJitter:
@@ -568,7 +603,8 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         split: ``"train"`` or ``"test"``; their parameter ranges are disjoint.
         kinds: any of KINDS; ``None`` means DEFAULT_KINDS (everything but ``camera``).
         seed: seed of the distractor stream; ``None`` draws fresh entropy.
-        camera, image_size: override the base env's attributes (defaults: the suite's camera, 64).
+        camera, image_size, shadows: override the base env's attributes (defaults: the suite's camera,
+            64, True).
         scenery_alpha: override the suite's visibility of scenery under the pattern (0: fully replaced).
     """
 
@@ -581,6 +617,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         *,
         camera: str | int | None = None,
         image_size: int | None = None,
+        shadows: bool | None = None,
         scenery_alpha: float | None = None,
     ):
         gym.utils.RecordConstructorArgs.__init__(
@@ -590,6 +627,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             seed=seed,
             camera=camera,
             image_size=image_size,
+            shadows=shadows,
             scenery_alpha=scenery_alpha,
         )
         super().__init__(env)
@@ -602,6 +640,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.profile = suite_profile(self._model)
         self.camera = camera if camera is not None else self._base_camera(base)
         self.image_size = int(image_size or getattr(base, "image_size", None) or DEFAULT_IMAGE_SIZE)
+        self.shadows = bool(getattr(base, "shadows", True) if shadows is None else shadows)
         self.scenery_alpha = self.profile.scenery_alpha if scenery_alpha is None else float(scenery_alpha)
         self.scenery_geoms = geoms_of_bodies(self._model, self.profile.scenery_bodies, world=True)
         decor = geoms_of_bodies(self._model, self.profile.decor_bodies, world=False)
@@ -689,7 +728,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _get_renderer(self) -> mujoco.Renderer:
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self._model, self.image_size, self.image_size)
+            self._renderer = open_renderer(self._model, self.image_size, self.image_size, self.shadows)
         return self._renderer
 
     def close(self) -> None:
@@ -701,16 +740,7 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._close_renderer()
 
     def _close_renderer(self) -> None:
-        """Close the renderer with its own GL context current.
-
-        ``mujoco.Renderer.close()`` frees the GL context before the ``MjrContext``, whose framebuffers and
-        textures are then deleted by id in whichever context is current: another renderer's, which then
-        renders garbage (mujoco issue #1186). Making ours current first keeps other renderers intact.
-        """
+        """Close the renderer with its own GL context current, so other renderers survive (mujoco#1186)."""
         renderer, self._renderer = getattr(self, "_renderer", None), None
-        if renderer is None:
-            return
-        gl_context = getattr(renderer, "_gl_context", None)
-        if gl_context is not None:
-            gl_context.make_current()
-        renderer.close()
+        if renderer is not None:
+            close_renderer(renderer)

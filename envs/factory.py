@@ -34,16 +34,28 @@ def make_vector_env(
     asynchronous: bool = False,
     **overrides: Any,
 ) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of `make_env(cfg)`, sub-env ``i`` seeded with ``seed + i`` (fresh entropy if None).
+    """``num_envs`` copies of `make_env(cfg)`, seeded by `subenv_seeds` (fresh entropy if the seed is None).
 
     Synchronous by default, subprocesses with ``asynchronous=True``. Autoreset is SAME_STEP: a finished
     sub-env is reset inside the step that ended it, its last observation in ``info["final_obs"]``.
     """
     config = to_env_config(cfg, **overrides)
-    seeds = [None if config.seed is None else config.seed + i for i in range(num_envs)]
+    seeds = subenv_seeds(config.seed, num_envs)
     env_fns = [functools.partial(make_env, dataclasses.replace(config, seed=seed)) for seed in seeds]
     vector_env_class = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     return vector_env_class(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def subenv_seeds(seed: int | None, num_envs: int) -> list[int | None]:
+    """Seeds of ``num_envs`` sub-envs for the run seed ``seed``: sub-env ``i`` gets ``seed * num_envs + i``.
+
+    Runs with different seeds (and the same ``num_envs``) never share a sub-env seed, and a single env keeps
+    ``seed`` itself. None gives None for every sub-env (fresh entropy). Pass the list to ``envs.reset(seed=...)``:
+    gymnasium's own rule for an int seed, ``seed + i``, makes sub-env 1 of seed 0 equal sub-env 0 of seed 1.
+    """
+    if seed is None:
+        return [None] * num_envs
+    return [seed * num_envs + i for i in range(num_envs)]
 
 
 def build_env(config: EnvConfig) -> gym.Env:

@@ -14,7 +14,9 @@ from .tasks import DEFAULT_CAMERA, MUJOCO
 class LocomotionEnv(SimulatorEnv):
     """A gymnasium MuJoCo task without its time limit: float32 state, actions in [-1, 1].
 
-    Actions are mapped linearly onto the robot's control range when it is not [-1, 1] (Humanoid: [-0.4, 0.4]).
+    Actions are clipped to [-1, 1] (MuJoCo would clamp the control anyway, but gymnasium's control cost would
+    charge the unclipped value), then mapped linearly onto the robot's control range when it is not [-1, 1]
+    (Humanoid: [-0.4, 0.4]).
     ``info["success"]`` is always False: locomotion has no success criterion.
     """
 
@@ -41,6 +43,7 @@ class LocomotionEnv(SimulatorEnv):
         return obs.astype(np.float32), info
 
     def step(self, action: np.ndarray):
+        action = np.clip(action, -1.0, 1.0)
         if self._rescale_actions:
             action = self._action_centre + self._action_half_range * action
         obs, reward, terminated, truncated, info = self.sim.step(action)

@@ -1,10 +1,10 @@
 """Headless MuJoCo rendering: pick the OpenGL backend before mujoco is imported, open renderers, fix cameras.
 
 MuJoCo reads ``MUJOCO_GL`` once, when ``mujoco`` is first imported, so `configure_rendering_backend` runs on
-import of ``embodied_rl.envs``, before anything of ours imports mujoco. A user-set ``MUJOCO_GL`` always wins;
-otherwise Linux gets ``egl`` when an NVIDIA GPU is visible and ``osmesa`` (CPU) else. Nothing here fails
-at import: a machine without any OpenGL library can still run state-only envs, and the first render raises
-one `RenderingBackendError` saying what to install.
+import of ``embodied_rl.envs``, before anything of ours imports mujoco. A user-set ``MUJOCO_GL`` always wins
+(an empty one counts as unset); otherwise Linux gets ``egl`` when an NVIDIA GPU is visible and ``osmesa``
+(CPU) else. Nothing here fails at import: a machine without any OpenGL library can still run state-only
+envs, and the first render raises one `RenderingBackendError` saying what to install.
 """
 
 from __future__ import annotations
@@ -68,9 +68,12 @@ def choose_backend() -> str | None:
 
 
 def configure_rendering_backend() -> str | None:
-    """Set ``MUJOCO_GL`` to `choose_backend()` unless it is set or mujoco is already imported; returns it."""
-    if "MUJOCO_GL" in os.environ or "mujoco" in sys.modules:
-        return os.environ.get("MUJOCO_GL")
+    """Set ``MUJOCO_GL`` to `choose_backend()` unless it is set (non-empty) or mujoco is already imported.
+
+    Returns the backend in use, None for MuJoCo's default.
+    """
+    if os.environ.get("MUJOCO_GL") or "mujoco" in sys.modules:
+        return os.environ.get("MUJOCO_GL") or None
     backend = choose_backend()
     if backend is not None:
         os.environ["MUJOCO_GL"] = backend

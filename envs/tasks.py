@@ -51,11 +51,20 @@ def resolve_task(task: str) -> tuple[str, str]:
     raise UnknownTaskError(_unknown_task_message(task))
 
 
+def _close_tasks(task: str, n: int = 5, cutoff: float = 0.6) -> list[str]:
+    """Up to ``n`` full task names closest to ``task``, whose name part (after any "/") is also matched
+    against every suite's names, so "metaworld/Hopper-v5" suggests "mujoco/Hopper-v5"."""
+    queries = {task.lower(), task.rpartition("/")[2].lower()}
+    scores = {}
+    for full in ALL_TASKS:
+        keys = (full.lower(), full.split("/", 1)[1].lower())
+        scores[full] = max(difflib.SequenceMatcher(None, q, k).ratio() for q in queries for k in keys)
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    return [full for full in ranked[:n] if scores[full] >= cutoff]
+
+
 def _unknown_task_message(task: str) -> str:
-    candidates = {full.lower(): full for full in ALL_TASKS}
-    candidates.update({full.split("/", 1)[1].lower(): full for full in ALL_TASKS})
-    close = difflib.get_close_matches(task.lower(), list(candidates), n=5, cutoff=0.6)
-    suggestions = list(dict.fromkeys(candidates[match] for match in close))
+    suggestions = _close_tasks(task)
     hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
     return (
         f"Unknown task {task!r}.{hint} Tasks are 'metaworld/<name>' ({len(METAWORLD_TASKS)} Meta-World v3 "

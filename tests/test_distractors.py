@@ -11,7 +11,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from embodied_rl.envs.distractors import KINDS, SPLIT_SPECS, DistractorWrapper  # noqa: E402
+from embodied_rl.envs.distractors import (  # noqa: E402
+    KINDS,
+    SPLIT_SPECS,
+    DistractorWrapper,
+    GeomRecolouring,
+    LightingChange,
+    textured_materials,
+)
 
 SIZE = 32
 
@@ -114,7 +121,7 @@ def test_train_and_test_splits_never_share_colours_or_patterns():
             "frequencies": np.concatenate([episode.background.frequencies for episode in episodes]),
             "shapes": {body.shape for episode in episodes for body in episode.bodies.bodies},
             "light_gain": np.array([episode.lighting.gain.max() for episode in episodes]),
-            "light_tilt": np.array([np.trace(episode.lighting.rotation) for episode in episodes]),
+            "light_tilt": np.array([episode.lighting.tilt for episode in episodes]),
             "camera_tilt": np.array([np.trace(episode.camera.rotation) for episode in episodes]),
             "camera_shift": np.array([np.linalg.norm(episode.camera.shift) for episode in episodes]),
         }
@@ -127,9 +134,53 @@ def test_train_and_test_splits_never_share_colours_or_patterns():
     train_gain = SPLIT_SPECS["train"].light_intensity[0]
     assert ((train["light_gain"] >= train_gain[0]) & (train["light_gain"] <= train_gain[1])).all()
     assert ((test["light_gain"] < train_gain[0]) | (test["light_gain"] > train_gain[1])).all()
-    assert train["light_tilt"].min() > test["light_tilt"].max()  # trace = 1 + 2 cos(angle)
+    assert train["light_tilt"].max() < test["light_tilt"].min()
     assert train["camera_tilt"].min() > test["camera_tilt"].max()
     assert train["camera_shift"].max() < test["camera_shift"].min()
+
+
+def scene_light_directions(model: mujoco.MjModel, data: mujoco.MjData) -> tuple[mujoco.MjvScene, np.ndarray]:
+    """A render scene of ``model`` (no GL needed) and the directions of its non-head lights, (n, 3)."""
+    scene = mujoco.MjvScene(model, maxgeom=1000)
+    camera = mujoco.MjvCamera()
+    mujoco.mjv_updateScene(model, data, mujoco.MjvOption(), None, camera, mujoco.mjtCatBit.mjCAT_ALL, scene)
+    lights = [scene.lights[i] for i in range(scene.nlight) if not scene.lights[i].headlight]
+    return scene, np.array([light.dir for light in lights], dtype=np.float64)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_every_light_turns_by_exactly_the_drawn_tilt(split):
+    env = metaworld_env()  # three directional lights, pointing different ways
+    env.reset()
+    spec, rng = SPLIT_SPECS[split], np.random.default_rng(0)
+    low, high = spec.light_tilt_deg
+    for _ in range(50):
+        scene, before = scene_light_directions(env.model, env.data)
+        change = LightingChange.sample(rng, spec)
+        change.apply(scene)
+        after = np.array([scene.lights[i].dir for i in range(scene.nlight) if not scene.lights[i].headlight])
+        cosine = np.sum(before * after, axis=1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
+        angles = np.rad2deg(np.arccos(np.clip(cosine, -1.0, 1.0)))
+        assert len(angles) == 3
+        np.testing.assert_allclose(angles, np.rad2deg(change.tilt), atol=0.01)
+        assert ((angles > low - 0.01) & (angles < high + 0.01)).all()
+
+
+def test_only_grey_textures_are_tinted_so_tints_keep_their_hue():
+    model = metaworld_env().model
+    wrapper = DistractorWrapper(metaworld_env(), "train", ["texture"])
+    names = {model.material(int(i)).name for i in textured_materials(model, wrapper.scenery_geoms)}
+    assert names == {"basic_floor", "wall_metal"}  # not the brown "table_wood"
+    texels = []
+    for material in wrapper._materials:
+        texture = model.mat_texid[material, mujoco.mjtTextureRole.mjTEXROLE_RGB]
+        start, size = model.tex_adr[texture], model.tex_height[texture] * model.tex_width[texture] * 3
+        texels.append(np.unique(model.tex_data[start : start + size].reshape(-1, 3), axis=0))
+    texels = np.concatenate(texels).astype(np.float64) / 255
+    texels = texels[texels.max(axis=1) > 0.1]
+    recolouring = GeomRecolouring.sample(np.random.default_rng(0), SPLIT_SPECS["train"], np.arange(200), np.array([]))
+    tinted = texels[None] * recolouring.rgba[:, None, :3]  # every tint times every texel colour
+    assert all(b % 2 == 0 for b in hue_bins(tinted))
 
 
 def test_rendered_background_hues_follow_the_split():
@@ -190,6 +241,26 @@ def test_each_kind_alone_changes_the_frame(kind):
     frame = wrapper.render()
     assert frame.shape == (SIZE, SIZE, 3) and frame.dtype == np.uint8
     assert not np.array_equal(frame, plain_render_and_segmentation(wrapper)[0])
+
+
+def test_renderer_is_opened_with_the_env_shadows_and_a_big_enough_framebuffer(monkeypatch):
+    import embodied_rl.envs.distractors as distractors
+
+    opened = []
+    real_open_renderer = distractors.open_renderer
+
+    def recording_open_renderer(model, height, width, shadows=True):
+        opened.append((height, width, shadows))
+        return real_open_renderer(model, height, width, shadows)
+
+    monkeypatch.setattr(distractors, "open_renderer", recording_open_renderer)
+    env = hopper_env()
+    env.shadows = False
+    wrapper = DistractorWrapper(env, "train", ["lighting"], seed=0, image_size=481)  # > the 480 px default
+    wrapper.reset(seed=0)
+    assert wrapper.render().shape == (481, 481, 3)
+    assert opened == [(481, 481, False)]
+    wrapper.close()
 
 
 def test_size_and_camera_come_from_the_base_env():

@@ -28,6 +28,7 @@ from embodied_rl.envs import (
     register_envs,
     rendering,
     scripted_policy,
+    subenv_seeds,
 )
 from embodied_rl.envs.wrappers import ActionRepeat
 
@@ -57,6 +58,8 @@ def test_task_lists_match_the_libraries():
         ("metaworld/drawer-opne-v3", "metaworld/drawer-open-v3"),
         ("mujoco/hopper-v5", "mujoco/Hopper-v5"),
         ("walker2d-v5", "mujoco/Walker2d-v5"),
+        ("metaworld/Hopper-v5", "mujoco/Hopper-v5"),  # the name part is matched across suites
+        ("mujoco/reach-v3", "metaworld/reach-v3"),
     ],
 )
 def test_unknown_task_is_a_value_error_naming_close_matches(task, expected):
@@ -94,12 +97,23 @@ def test_config_from_dictconfig_with_interpolation_and_overrides():
         ({"obs_mode": "rgb"}, "obs_mode"),
         ({"frame_stack": 0}, "frame_stack"),
         ({"distractors": "val"}, "distractors"),
+        ({"distractor_kinds": ["background", "clouds"]}, r"unknown distractor kind\(s\) \['clouds'\]"),
+        ({"seed": -1}, "seed must be a non-negative integer or None, got -1"),
+        ({"seed": 1.5}, "seed must be a non-negative integer"),
         ({"time_limit": 300, "action_repeat": 2}, "exceeds Meta-World's episode length"),
     ],
 )
 def test_invalid_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
         EnvConfig(task="metaworld/reach-v3", **options)
+
+
+def test_a_single_distractor_kind_is_one_kind_not_its_letters():
+    from omegaconf import OmegaConf
+
+    overrides = OmegaConf.from_dotlist(["distractor_kinds=background"])  # what Hydra gives for one name
+    assert EnvConfig(**overrides).distractor_kinds == ["background"]
+    assert EnvConfig(distractor_kinds=("lighting", "camera")).distractor_kinds == ["lighting", "camera"]
 
 
 def test_default_time_limit_keeps_metaworld_within_500_simulator_steps():
@@ -288,6 +302,17 @@ def test_humanoid_actions_are_rescaled_to_its_control_range():
     assert sim.action_space.high.max() < 1
 
 
+def test_locomotion_actions_are_clipped_before_the_control_cost():
+    steps = []
+    for value in (1.0, 3.0):
+        env = make_env(task="mujoco/HalfCheetah-v5", seed=0)
+        env.reset()
+        steps.append(env.step(np.full(env.action_space.shape, value, np.float32))[:2])
+    (obs_in, reward_in), (obs_out, reward_out) = steps
+    np.testing.assert_array_equal(obs_in, obs_out)
+    assert reward_in == reward_out
+
+
 def test_locomotion_never_succeeds():
     env = make_env(task="mujoco/Walker2d-v5", seed=0)
     _, info = env.reset()
@@ -357,6 +382,21 @@ def test_choose_backend_honours_mujoco_gl_then_prefers_egl_only_with_a_gpu(monke
     assert rendering.choose_backend() is None
 
 
+def test_an_empty_mujoco_gl_counts_as_unset(monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "")
+    monkeypatch.delitem(sys.modules, "mujoco")  # as if mujoco were not imported yet (restored afterwards)
+    monkeypatch.setattr(rendering, "choose_backend", lambda: "osmesa")
+    assert rendering.configure_rendering_backend() == "osmesa"
+    assert os.environ["MUJOCO_GL"] == "osmesa"
+
+
+def test_distracted_frames_may_be_bigger_than_the_default_framebuffer():
+    options = dict(task="mujoco/Hopper-v5", obs_mode="pixels", image_size=481, shadows=False, seed=0)
+    env = make_env(**options, distractors="train", distractor_kinds="lighting")  # 481 > 480, the default
+    assert env.reset()[0].shape == (481, 481, 3)
+    env.close()
+
+
 def test_a_failing_gl_context_is_one_clear_error(monkeypatch):
     import mujoco
 
@@ -409,12 +449,23 @@ def test_stored_spec_rebuilds_the_same_env(distractors):
 
 
 def test_vector_env_gives_each_sub_env_its_own_seed():
-    envs = make_vector_env({"task": "metaworld/reach-v3", "seed": 0}, num_envs=2)
+    envs = make_vector_env({"task": "metaworld/reach-v3", "seed": 1}, num_envs=2)
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
     obs, _ = envs.reset()
     assert obs.shape == (2, 39) and not np.allclose(goal_and_object(obs[0]), goal_and_object(obs[1]))
     for i in range(2):
-        np.testing.assert_array_equal(obs[i], make_env(task="metaworld/reach-v3", seed=i).reset()[0])
+        np.testing.assert_array_equal(obs[i], make_env(task="metaworld/reach-v3", seed=2 + i).reset()[0])
+    envs.close()
+
+
+def test_sub_env_seeds_of_different_runs_never_overlap_and_one_env_keeps_the_seed():
+    assert subenv_seeds(0, 4) == [0, 1, 2, 3] and subenv_seeds(1, 4) == [4, 5, 6, 7]
+    assert set(subenv_seeds(0, 4)).isdisjoint(subenv_seeds(1, 4))
+    assert [subenv_seeds(seed, 1) for seed in (0, 1, 7)] == [[0], [1], [7]]
+    assert subenv_seeds(None, 2) == [None, None]
+    # with one env, a reset seeded with the list is the reset seeded with the int (trainer results unchanged)
+    envs = make_vector_env({"task": "mujoco/Hopper-v5"}, num_envs=1)
+    np.testing.assert_array_equal(envs.reset(seed=subenv_seeds(7, 1))[0], envs.reset(seed=7)[0])
     envs.close()
 
 

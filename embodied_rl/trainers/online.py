@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from embodied_rl.envs import subenv_seeds
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
 
@@ -106,8 +107,9 @@ class OnlineTrainer:
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
         # After a resume the envs restart from fresh episodes seeded by the step, so resumed runs differ
-        # from uninterrupted ones only in where the interrupted episodes were cut.
-        obs, _ = self.envs.reset(seed=self.seed + self.step)
+        # from uninterrupted ones only in where the interrupted episodes were cut. With one env the reset
+        # seed is seed + step; with several, sub-env seeds never overlap those of another run's seed.
+        obs, _ = self.envs.reset(seed=subenv_seeds(self.seed + self.step, self.num_envs))
         episode_return = np.zeros(self.num_envs)
         episode_success = np.zeros(self.num_envs, dtype=bool)
         update_debt = 0.0
