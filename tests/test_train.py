@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -20,9 +19,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = str(REPO / "configs")
+from script_helpers import CONFIGS, REPO, load_script, train_in_process
 
 # A tiny but complete online run: 2 evaluations, checkpoints every 100 steps.
 TINY = [
@@ -43,19 +40,6 @@ TINY = [
     "logging.console=false",
     "device=cpu",
 ]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_in_process(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return load_script("train").train(cfg)
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -79,7 +63,7 @@ def metric_rows(run_dir: Path, drop=("steps_per_second",)) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    run_in_process([*TINY, f"run_dir={run_dir}", "trainer.eval_videos=1"])
+    train_in_process([*TINY, f"run_dir={run_dir}", "trainer.eval_videos=1"])
     return run_dir
 
 
@@ -101,7 +85,7 @@ def test_run_writes_config_metrics_tensorboard_checkpoints_results_videos(tiny_r
 def test_same_seed_gives_identical_run_on_cpu(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for run_dir in (a, b):
-        run_in_process([*TINY, f"run_dir={run_dir}", "trainer.total_steps=120", "trainer.eval_every=120"])
+        train_in_process([*TINY, f"run_dir={run_dir}", "trainer.total_steps=120", "trainer.eval_every=120"])
     assert metric_rows(a) == metric_rows(b)
     wa = torch.load(a / "checkpoints" / "latest.pt", weights_only=False)["agent"]
     wb = torch.load(b / "checkpoints" / "latest.pt", weights_only=False)["agent"]
@@ -256,7 +240,7 @@ def tiny_dataset(tmp_path_factory):
 
 def test_offline_iql_run_writes_outputs_with_normalised_score_and_evaluates(tiny_dataset, tmp_path):
     run_dir = tmp_path / "iql"
-    results = run_in_process([*OFFLINE, f"run_dir={run_dir}"])
+    results = train_in_process([*OFFLINE, f"run_dir={run_dir}"])
     assert results["updates"] == 60 and results["dataset"] == "embodied_rl/metaworld-reach-v3/tiny-v0"
     final = results["final"]
     assert final["normalized_score"] == pytest.approx(100 * final["return_mean"] / 300.0)
@@ -275,9 +259,9 @@ def test_offline_iql_run_writes_outputs_with_normalised_score_and_evaluates(tiny
 def test_offline_resume_continues_the_same_minibatch_stream(tiny_dataset, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     fixed_schedule = "agent.actor_lr_schedule_steps=60"  # else it follows total_updates, 30 in the first part
-    run_in_process([*OFFLINE, f"run_dir={whole}", fixed_schedule])
-    run_in_process([*OFFLINE, f"run_dir={split}", fixed_schedule, "trainer.total_updates=30"])
-    run_in_process([*OFFLINE, f"run_dir={split}", fixed_schedule, "resume=true"])
+    train_in_process([*OFFLINE, f"run_dir={whole}", fixed_schedule])
+    train_in_process([*OFFLINE, f"run_dir={split}", fixed_schedule, "trainer.total_updates=30"])
+    train_in_process([*OFFLINE, f"run_dir={split}", fixed_schedule, "resume=true"])
     a = torch.load(whole / "checkpoints" / "latest.pt", weights_only=False)["agent"]
     b = torch.load(split / "checkpoints" / "latest.pt", weights_only=False)["agent"]
     for key, value in a["actor"].items():
@@ -286,7 +270,7 @@ def test_offline_resume_continues_the_same_minibatch_stream(tiny_dataset, tmp_pa
 
 def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_dataset, tmp_path):
     run_dir = tmp_path / "ssorl"
-    run_in_process(
+    train_in_process(
         [
             *OFFLINE,
             "experiment=ssorl",
@@ -375,9 +359,9 @@ def test_agent_option_of_another_agent_is_a_clear_error():
 def test_resume_before_the_first_checkpoint_starts_the_logs_afresh(tmp_path):
     run_dir = tmp_path / "early"
     args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
-    run_in_process(args)
+    train_in_process(args)
     shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first checkpoint
-    run_in_process([*args, "resume=true"])
+    train_in_process([*args, "resume=true"])
     steps = [int(r["step"]) for r in metric_rows(run_dir)]
     assert steps == sorted(steps), "metrics.csv holds the rows of both attempts"
     assert [r["step"] for r in metric_rows(run_dir) if r["eval/success_rate"]] == ["100"]
@@ -389,22 +373,22 @@ def test_resume_with_another_network_is_refused_before_config_yaml_changes(tmp_p
 
     run_dir = tmp_path / "run"
     args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
-    run_in_process(args)
+    train_in_process(args)
     stored = (run_dir / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"agent.hidden_dims: \[32, 32\] -> \[64, 64\]"):
-        run_in_process([*args, "resume=true", "agent.hidden_dims=[64,64]"])
+        train_in_process([*args, "resume=true", "agent.hidden_dims=[64,64]"])
     assert (run_dir / "config.yaml").read_text() == stored
 
 
 def test_resuming_a_finished_run_does_nothing_and_a_longer_total_extends_it(tmp_path, capsys):
     run_dir = tmp_path / "done"
     args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
-    run_in_process(args)
+    train_in_process(args)
     rows, results = metric_rows(run_dir, drop=()), (run_dir / "results.json").read_text()
-    assert run_in_process([*args, "resume=true"]) == json.loads(results)
+    assert train_in_process([*args, "resume=true"]) == json.loads(results)
     assert "already complete" in capsys.readouterr().out
     assert metric_rows(run_dir, drop=()) == rows and (run_dir / "results.json").read_text() == results
-    assert run_in_process([*args, "resume=true", "trainer.total_steps=200"])["steps"] == 200
+    assert train_in_process([*args, "resume=true", "trainer.total_steps=200"])["steps"] == 200
     assert [r["step"] for r in metric_rows(run_dir) if r["eval/success_rate"]] == ["100", "200"]
 
 
@@ -413,11 +397,11 @@ def test_resume_hides_tensorboard_events_logged_after_the_checkpoint(tmp_path):
 
     run_dir = tmp_path / "tb"
     args = [*TINY, f"run_dir={run_dir}", "trainer.keep_checkpoints=0"]
-    run_in_process(args)
+    train_in_process(args)
     checkpoints = run_dir / "checkpoints"
     (checkpoints / "latest.pt").unlink()  # a hard link to step 200: as if killed just before writing it
     shutil.copy(checkpoints / "step_000000100.pt", checkpoints / "latest.pt")
-    run_in_process([*args, "resume=true"])
+    train_in_process([*args, "resume=true"])
     events = EventAccumulator(str(run_dir / "tb"))
     events.Reload()
     assert [e.step for e in events.Scalars("eval/success_rate")] == [100, 200]
@@ -427,8 +411,8 @@ def test_resume_hides_tensorboard_events_logged_after_the_checkpoint(tmp_path):
 
 def test_resume_without_a_saved_replay_buffer_refills_it_before_updating(tmp_path):
     args = [*TINY, f"run_dir={tmp_path / 'run'}", "trainer.save_replay=false", "trainer.total_steps=100"]
-    run_in_process(args)
-    results = run_in_process([*args, "resume=true", "trainer.total_steps=200"])
+    train_in_process(args)
+    results = train_in_process([*args, "resume=true", "trainer.total_steps=200"])
     assert results["updates"] == 2 * 41  # updates at steps 60..100, then 60 warm-up steps again: 160..200
 
 
