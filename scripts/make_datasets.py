@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     std, eps = (float(x) for x in args.medium_noise.split(","))
                 except ValueError:
                     raise RecipeError(f"--medium-noise takes STD,EPS (e.g. 0,0.8), got {args.medium_noise!r}") from None
+                if not (std >= 0 and 0 <= eps <= 1):
+                    raise RecipeError(f"--medium-noise needs STD >= 0 and 0 <= EPS <= 1, got {args.medium_noise!r}")
                 medium = (std, eps)
             for task in tasks:  # every name checked before anything is built
                 if resolve_task(task)[0] != METAWORLD:

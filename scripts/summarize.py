@@ -4,8 +4,9 @@
     python scripts/summarize.py runs/iql runs/ssorl_* --metric normalized_score
 
 Each run directory holds results.json (written by scripts/train.py at the end of a run); runs are grouped
-by the parent of their `seed*` directory, like scripts/plot.py does. Unfinished runs (no results.json) are
-listed as such, never silently dropped.
+by the parent of their `seed*` directory, like scripts/plot.py does, each run counted once. Unfinished runs (no
+results.json) are listed as such, never silently dropped; a mean over fewer runs than the group's seeds (some
+lack the metric) ends in `(n=K)`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ def _run_dirs(root: Path) -> list[Path]:
 
 
 def collect(paths: list[Path]) -> tuple[dict[str, list[dict]], list[Path]]:
+    """Results grouped by label, and unfinished runs; a run reached through several arguments counts once."""
     groups: dict[str, list[dict]] = defaultdict(list)
-    unfinished = []
+    unfinished, seen = [], set()
     for root in paths:
         runs = [root] if (root / "config.yaml").exists() else sorted(_run_dirs(root))
         for run in runs:
+            if run.resolve() in seen:
+                continue
+            seen.add(run.resolve())
             if not (run / "results.json").exists():
                 unfinished.append(run)
                 continue
@@ -39,8 +44,10 @@ def collect(paths: list[Path]) -> tuple[dict[str, list[dict]], list[Path]]:
     return groups, unfinished
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+def mean_std(values: list[float], runs: int) -> str:
+    """`mean ± std`, ending in `(n=K)` when only K of the group's `runs` have the value."""
+    text = f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    return text if len(values) == runs else f"{text} (n={len(values)})"
 
 
 def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
@@ -52,7 +59,7 @@ def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
         for metric in metrics:
             for kind in ("final", "best"):
                 values = [r[kind][metric] for r in results if r.get(kind) and metric in r[kind]]
-                row.append(mean_std(values) if values else "-")
+                row.append(mean_std(values, len(results)) if values else "-")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -17,9 +17,11 @@ import torch
 from script_helpers import load_script, train_in_process
 
 from embodied_rl.data import ReplayBuffer, load_trajectories, make_behaviour_policy, open_dataset
+from embodied_rl.data.minari_io import dataset_exists
 from embodied_rl.data.recipes import (
     MEDIUM_NOISE,
     MIXED_LEVELS,
+    RecipeError,
     episodes_from_replay,
     eval_returns_from_metrics,
     metaworld_tiers,
@@ -130,12 +132,14 @@ def test_make_datasets_keeps_existing_tiers_unless_overwrite(minari_root, capsys
         str(minari_root),
     ]
     first = script.main([*args, "--episodes", "2"])
-    again = script.main([*args, "--episodes", "3"])
+    again = script.main([*args, "--episodes", "2"])
     assert [(r["status"], r["episodes"], r["steps"]) for r in first] == [("built", 2, 40)]
     assert [(r["status"], r["episodes"]) for r in again] == [("exists", 2)]
     table = capsys.readouterr().out
     for column in ("| tier", "episodes", "steps", "return", "success", "ref random", "ref expert"):
         assert column in table
+    with pytest.raises(SystemExit, match=r"random-v0\) exists with other settings: episodes 2 \(requested 3\);"):
+        script.main([*args, "--episodes", "3"])
     replaced = script.main([*args, "--episodes", "3", "--overwrite"])
     assert [(r["status"], r["episodes"]) for r in replaced] == [("built", 3)]
 
@@ -166,6 +170,37 @@ def test_make_datasets_rejects_empty_tier_and_task_lists():
         with pytest.raises(SystemExit, match=f"^\\[make_datasets\\] error: {message}$"):
             script.main([*args, "--no-progress"])
     assert script.format_table([]).count("\n") == 1  # header and rule only
+
+
+def test_existing_tier_built_with_other_settings_is_an_error():
+    """A kept tier must match the request: else its reference returns or data differ from the new tiers'."""
+    tiny = {"time_limit": 20, "progress": False}
+    metaworld_tiers(MW_TASK, 1, tiers=["random"], reference_episodes=1, **tiny)
+    message = (
+        r"^tier random \(embodied_rl/metaworld-drawer-open-v3/random-v0\) exists with other settings: "
+        r"reference episodes 1 \(requested 2\), env.time_limit 20 \(requested 30\); pass the same options, "
+        r"rebuild it with --overwrite, or delete it$"
+    )
+    with pytest.raises(RecipeError, match=message):
+        metaworld_tiers(MW_TASK, 1, tiers=["random", "expert"], reference_episodes=2, time_limit=30, progress=False)
+    assert not dataset_exists("embodied_rl/metaworld-drawer-open-v3/expert-v0")  # checked before building
+    metaworld_tiers(MW_TASK, 1, tiers=["medium"], reference_episodes=1, medium=(0.0, 0.5), **tiny)
+    epsilon = MEDIUM_NOISE["drawer-open-v3"][1]
+    with pytest.raises(RecipeError, match=rf"tier medium .* recipe.epsilon 0.5 \(requested {epsilon}\);"):
+        metaworld_tiers(MW_TASK, 1, tiers=["random", "medium"], reference_episodes=1, **tiny)
+    with pytest.raises(RecipeError, match=r"tier random .* seed 0 \(requested 1\);"):
+        metaworld_tiers(MW_TASK, 1, tiers=["random"], reference_episodes=1, seed=1, **tiny)
+    rows = metaworld_tiers(MW_TASK, 1, tiers=["random", "medium"], reference_episodes=1, medium=(0, 0.5), **tiny)
+    assert [row["status"] for row in rows] == ["exists", "exists"]
+
+
+def test_make_datasets_rejects_medium_noise_out_of_range(minari_root):
+    script = load_script("make_datasets")
+    for noise in ("0,1.5", "-0.1,0.5", "0,-0.2"):
+        message = rf"^\[make_datasets\] error: --medium-noise needs STD >= 0 and 0 <= EPS <= 1, got '{noise}'$"
+        with pytest.raises(SystemExit, match=message):
+            script.main(["metaworld", "--tasks", "drawer-open-v3", f"--medium-noise={noise}", "--no-progress"])
+    assert not minari_root.exists() or not any(minari_root.rglob("*.hdf5"))  # nothing built
 
 
 # ---------------------------------------------------------------- replay buffer -> episodes
@@ -254,6 +289,34 @@ def test_load_checkpoint_policy_rebuilds_the_saved_agent(tiny_run):
     np.testing.assert_array_equal(from_run_dir(obs, info), action)  # a run directory means latest.pt
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         load_checkpoint_policy(str(tiny_run / "missing"), env)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sampled_checkpoint_actions_on_cuda_are_seeded_and_keep_the_cuda_rng(tiny_run):
+    from embodied_rl.data.policies import load_checkpoint_policy
+
+    env = tiny_env(tiny_run)
+    obs, info = env.reset(seed=0)
+    cuda_state = torch.cuda.get_rng_state()
+    runs = []
+    for _ in range(2):
+        policy = load_checkpoint_policy(str(tiny_run), env, seed=3, device="cuda")
+        runs.append(np.stack([policy(obs, info) for _ in range(4)]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_state)
+
+
+def test_sac_tiers_of_another_run_or_expert_step_are_an_error(tiny_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    tiny = {"episodes": 1, "reference_episodes": 1, "progress": False}
+    sac_run_tiers(tiny_run, tiers=["random", "expert"], **tiny)
+    with pytest.raises(RecipeError, match=rf"tier random .* recipe.run_dir '{tiny_run}' \(requested '{other}'\);"):
+        sac_run_tiers(other, tiers=["random"], **tiny)
+    with pytest.raises(RecipeError, match=r"tier expert .* recipe.expert_step 300 \(requested 200\);"):
+        sac_run_tiers(tiny_run, tiers=["expert"], expert_step=200, **tiny)
+    rows, _ = sac_run_tiers(tiny_run, tiers=["random", "expert"], **tiny)
+    assert [row["status"] for row in rows] == ["exists", "exists"]
 
 
 def test_sac_run_tiers_follow_the_d4rl_recipe(tiny_run):

@@ -1,4 +1,5 @@
-"""scripts/plot.py and scripts/evaluate.py: overlapping arguments, bad metrics, results.json, mismatched envs."""
+"""scripts/plot.py, scripts/summarize.py and scripts/evaluate.py: overlapping arguments, bad or missing metrics,
+results.json, mismatched envs."""
 
 from __future__ import annotations
 
@@ -35,6 +36,31 @@ def test_plot_rejects_an_unknown_metric_listing_the_columns(seeds, tmp_path):
     message = str(exc.value.code)
     assert "eval/return_maen" in message and "eval/return_mean, step, train/loss" in message
     assert not out.exists()
+
+
+def write_results(run_dir: Path, final: dict[str, float]) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("seed: 1\n")
+    (run_dir / "results.json").write_text(json.dumps({"final": final, "best": final, "steps": 100}))
+
+
+def test_summarize_counts_runs_of_overlapping_arguments_once(tmp_path):
+    group = tmp_path / "runs" / "sac"
+    for seed, success in ((1, 0.0), (2, 1.0)):
+        write_results(group / f"seed{seed}", {"success_rate": success})
+    args = [str(tmp_path / "runs"), str(group), str(group / "seed1"), "--metric", "success_rate"]
+    text = load_script("summarize").main(args)
+    assert text.splitlines()[2] == f"| {group} | 2 | 100 | 0.50 ± 0.50 | 0.50 ± 0.50 |"
+
+
+def test_summarize_says_how_many_runs_a_mean_is_over_when_some_lack_the_metric(tmp_path):
+    group = tmp_path / "runs" / "iql"
+    write_results(group / "seed1", {"success_rate": 1.0, "normalized_score": 40.0})
+    write_results(group / "seed2", {"success_rate": 0.0, "normalized_score": 60.0})
+    write_results(group / "seed3", {"success_rate": 0.5})
+    text = load_script("summarize").main([str(group), "--metric", "success_rate", "--metric", "normalized_score"])
+    row = f"| {group} | 3 | 100 | 0.50 ± 0.41 | 0.50 ± 0.41 | 50.00 ± 10.00 (n=2) | 50.00 ± 10.00 (n=2) |"
+    assert text.splitlines()[2] == row
 
 
 # A tiny online run: checkpoints at steps 50 and 100 (latest.pt is the second), one evaluation.

@@ -83,31 +83,57 @@ class CheckpointPolicy:
     """A trained agent as a behaviour policy: `agent.act(obs, deterministic)`.
 
     Stochastic actions (the default, as D4RL's SAC datasets; Fu et al. 2020) are sampled with torch's
-    global RNG inside a fork seeded by `seed`, so a dataset is reproducible and the caller's torch RNG is
-    untouched.
+    global RNG (CPU, and the agent's CUDA device if it has one) inside a fork seeded by `seed`, so a dataset
+    is reproducible and the caller's torch RNG is untouched.
     """
 
     def __init__(self, agent: Any, deterministic: bool = False, seed: int | None = None):
         import torch
 
         self.agent, self.deterministic = agent, deterministic
-        generator = torch.Generator()
-        if seed is not None:
-            generator.manual_seed(seed)
-        else:
-            generator.seed()
-        self._rng_state = generator.get_state()
+        self._rng_state = _seeded_state(torch.device("cpu"), seed)
+        self._cuda = _cuda_index(getattr(agent, "device", "cpu"))  # None for a CPU agent
+        self._cuda_state = None if self._cuda is None else _seeded_state(torch.device("cuda", self._cuda), seed)
 
     def __call__(self, obs: Any, info: dict[str, Any] | None = None) -> np.ndarray:
         if self.deterministic:
             return self.agent.act(obs, deterministic=True)
         import torch
 
-        with torch.random.fork_rng(devices=[]):
+        cuda = [] if self._cuda is None else [self._cuda]
+        with torch.random.fork_rng(devices=cuda):
             torch.set_rng_state(self._rng_state)
+            if cuda:
+                torch.cuda.set_rng_state(self._cuda_state, self._cuda)
             action = self.agent.act(obs, deterministic=False)
             self._rng_state = torch.get_rng_state()
+            if cuda:
+                self._cuda_state = torch.cuda.get_rng_state(self._cuda)
         return action
+
+
+def _seeded_state(device: Any, seed: int | None) -> Any:
+    """The state of a fresh generator on `device`, seeded by `seed` (or randomly)."""
+    import torch
+
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator.get_state()
+
+
+def _cuda_index(device: Any) -> int | None:
+    """The CUDA device index of `device` ("auto": CUDA when available), or None for a CPU device."""
+    import torch
+
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.current_device() if device.index is None else device.index
 
 
 def load_checkpoint_policy(
@@ -117,8 +143,7 @@ def load_checkpoint_policy(
     `checkpoints/step_*.pt` file), rebuilt for `env`'s spaces, as `policy(obs, info) -> action`.
 
     Actions are sampled from the agent's policy unless `deterministic` (then its mode, as in evaluation);
-    sampling is seeded by `seed` and never moves torch's global RNG (CPU agents; on CUDA the sampling uses
-    the CUDA generator).
+    sampling is seeded by `seed` and never moves torch's global RNG (CPU, nor the CUDA device of `device`).
     """
     if path is None:
         raise ValueError("policy.kind=checkpoint needs policy.checkpoint: a run directory or a .pt file")
@@ -126,7 +151,8 @@ def load_checkpoint_policy(
 
     from embodied_rl.trainers.loading import load_agent  # data sits below trainers: import when used
 
-    with torch.random.fork_rng(devices=[]):  # building the agent draws initial weights: keep the caller's RNG
+    cuda = _cuda_index(device)
+    with torch.random.fork_rng(devices=[] if cuda is None else [cuda]):  # building draws initial weights
         agent, _, _ = load_agent(path, env=env, device=device)
     return CheckpointPolicy(agent, deterministic, seed)
 

@@ -27,6 +27,7 @@ random policy and of the noise-free expert (scripted policy / expert checkpoint,
 from __future__ import annotations
 
 import csv
+import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -176,16 +177,55 @@ def _write_tier(
     return tier_summary(dataset_id, tier, time.time() - start)
 
 
-def _pending(task: str, tiers: Sequence[str], overwrite: bool) -> tuple[list[str], list[dict[str, Any]]]:
-    """Tiers still to build, and summary rows of the ones already there (kept unless `overwrite`)."""
+def _stored_settings(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The settings a tier was built with, named as in the requests of `_pending`."""
+    ours = metadata.get("embodied_rl", {})
+    return {
+        "seed": ours.get("seed"),
+        "episodes": metadata.get("total_episodes"),
+        "reference episodes": metadata.get("num_episodes_average_score"),
+        **{f"env.{key}": value for key, value in ours.get("env", {}).items()},
+        **{f"recipe.{key}": value for key, value in ours.get("recipe", {}).items()},
+    }
+
+
+def _pending(task: str, requests: dict[str, dict[str, Any]], overwrite: bool) -> tuple[list[str], list[dict[str, Any]]]:
+    """Tiers still to build, and summary rows of the ones already there (kept unless `overwrite`).
+
+    `requests` maps each tier to the settings asked for now; a kept tier built with other settings is an
+    error (its data or reference returns would not match the other tiers')."""
     todo, skipped = [], []
-    for tier in tiers:
+    for tier, requested in requests.items():
         dataset_id = minari_io.dataset_id_for(task, tier)
-        if minari_io.dataset_exists(dataset_id) and not overwrite:
-            skipped.append(tier_summary(dataset_id, tier, status="exists"))
-        else:
+        if not minari_io.dataset_exists(dataset_id) or overwrite:
             todo.append(tier)
+            continue
+        stored = _stored_settings(minari_io.open_dataset(dataset_id).storage.metadata)
+        differ = [
+            f"{key} {stored[key]!r} (requested {value!r})"
+            for key, value in json.loads(json.dumps(requested)).items()
+            if key in stored and stored[key] != value
+        ]
+        if differ:
+            raise RecipeError(
+                f"tier {tier} ({dataset_id}) exists with other settings: {', '.join(differ)}; "
+                "pass the same options, rebuild it with --overwrite, or delete it"
+            )
+        skipped.append(tier_summary(dataset_id, tier, status="exists"))
     return todo, skipped
+
+
+def _request(
+    seed: int, episodes: int | None, reference_episodes: int, env_cfg: dict[str, Any], **recipe: Any
+) -> dict[str, Any]:
+    """The settings an existing tier must have been built with to be kept (as named by `_stored_settings`)."""
+    request: dict[str, Any] = {"seed": seed}
+    if episodes is not None:
+        request["episodes"] = episodes
+    request["reference episodes"] = reference_episodes
+    request.update({f"env.{key}": value for key, value in env_cfg.items() if key != "seed"})
+    request.update({f"recipe.{key}": value for key, value in recipe.items()})
+    return request
 
 
 def _check_tiers(tiers: Sequence[str], known: Sequence[str]) -> None:
@@ -223,15 +263,20 @@ def metaworld_tiers(
     if episodes < 1:
         raise RecipeError(f"episodes must be >= 1, got {episodes}")
     _check_tiers(tiers, METAWORLD_TIERS)
+    medium_noise, medium_eps = medium or MEDIUM_NOISE.get(name, DEFAULT_MEDIUM_NOISE)
+    if not (medium_noise >= 0 and 0 <= medium_eps <= 1):
+        raise RecipeError(f"medium noise needs std >= 0 and 0 <= epsilon <= 1, got {medium_noise}, {medium_eps}")
     task = f"{suite}/{name}"
-    todo, rows = _pending(task, tiers, overwrite)
+    env_cfg = asdict(to_env_config(task=task, obs_mode="state", time_limit=time_limit, seed=seed))
+    requests = {tier: _request(seed, episodes, reference_episodes, env_cfg) for tier in tiers}
+    if "medium" in requests:
+        requests["medium"].update({"recipe.noise_std": medium_noise, "recipe.epsilon": medium_eps})
+    todo, rows = _pending(task, requests, overwrite)
     if not todo:
         return rows
-    env_cfg = asdict(to_env_config(task=task, obs_mode="state", time_limit=time_limit, seed=seed))
     env = make_env(env_cfg)
     expert = scripted_expert(task)
     references = _references(env, expert, reference_episodes, seed, progress)
-    medium_noise, medium_eps = medium or MEDIUM_NOISE.get(name, DEFAULT_MEDIUM_NOISE)
     counts = split_episodes(episodes, len(MIXED_LEVELS))
     recipes = {
         "expert": ([(expert, episodes)], "the scripted expert", {}),
@@ -427,19 +472,28 @@ def sac_run_tiers(
             raise RecipeError(f"--task {task} differs from the run's task {run_task} ({run_dir}/config.yaml)")
     except UnknownTaskError as err:
         raise RecipeError(str(err)) from None
-    todo, rows = _pending(run_task, tiers, overwrite)
+    env_cfg = asdict(to_env_config(OmegaConf.to_container(run_cfg.env, resolve=True), seed=seed))
+    final = max(checkpoints)
+    expert = final if expert_step is None else expert_step
+    for what, step in (("expert", expert), ("medium", medium_step)):
+        if step is not None and step not in checkpoints:
+            raise RecipeError(f"no checkpoint at {what} step {step} in {run_dir}; steps: {sorted(checkpoints)}")
+    requests = {}
+    for tier in tiers:  # every tier's reference returns come from the expert checkpoint of this run
+        run: dict[str, Any] = {"run_dir": str(Path(run_dir).resolve()), "expert_step": expert}
+        if tier in ("medium", "medium-replay") and medium_step is not None:
+            run["medium_step"] = medium_step
+        elif tier in ("medium", "medium-replay"):  # the medium step is chosen later, the same way
+            run.update(medium_fraction=medium_fraction, select=select)
+        count = None if tier == "medium-replay" else episodes  # the replay holds what it holds
+        requests[tier] = _request(seed, count, reference_episodes, env_cfg, **run)
+    todo, rows = _pending(run_task, requests, overwrite)
     choice: dict[str, Any] = {"run_dir": str(run_dir)}
     if not todo:
         return rows, choice
 
-    env_cfg = asdict(to_env_config(OmegaConf.to_container(run_cfg.env, resolve=True), seed=seed))
     env = make_env(env_cfg)
     try:
-        final = max(checkpoints)
-        expert = final if expert_step is None else expert_step
-        for what, step in (("expert", expert), ("medium", medium_step)):
-            if step is not None and step not in checkpoints:
-                raise RecipeError(f"no checkpoint at {what} step {step} in {run_dir}; steps: {sorted(checkpoints)}")
         needs_medium = {"medium", "medium-replay"} & set(todo)
         scores = {}
         if needs_medium and medium_step is None:
