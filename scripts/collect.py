@@ -4,8 +4,11 @@ a trained checkpoint of scripts/train.py; optionally with rendered frames.
     python scripts/collect.py env.task=metaworld/drawer-open-v3 episodes=100
     python scripts/collect.py policy.noise_std=0.5 policy.epsilon=0.1 record_frames=true env.image_size=64
     python scripts/collect.py policy.kind=random dataset.root=./my_datasets overwrite=true
-    python scripts/collect.py env=mujoco env.task=mujoco/Hopper-v5 policy.kind=checkpoint \
-        policy.checkpoint=runs/sac_mujoco/mujoco/Hopper-v5/seed1 reference.max_score=3000
+    python scripts/collect.py policy.kind=checkpoint policy.checkpoint=runs/sac_mujoco/mujoco/Hopper-v5/seed1 \
+        reference.max_score=3000
+
+With policy.kind=checkpoint the env settings come from the run's config.yaml; `env.<key>=...` on the
+command line still wins (the seed is collect's own).
 
 All tiers of a graded benchmark (expert / medium / random / mixed, or the D4RL tiers of a SAC run) are
 built in one command by scripts/make_datasets.py.
@@ -17,13 +20,16 @@ embodied_rl.envs first so that `dataset.recover_environment()` finds the env).
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from embodied_rl.data import DatasetError, minari_io
+from embodied_rl.data import minari_io
 from embodied_rl.data.collection import (
     REFERENCE_SEED_OFFSET,
     collect_dataset,
@@ -32,6 +38,7 @@ from embodied_rl.data.collection import (
 )
 from embodied_rl.data.policies import RandomPolicy, make_behaviour_policy, scripted_expert
 from embodied_rl.envs import make_env
+from embodied_rl.trainers.loading import mismatch_message
 
 
 def reference_scores(cfg: DictConfig, env: Any) -> tuple[float, float | None, dict[str, Any]]:
@@ -54,11 +61,31 @@ def reference_scores(cfg: DictConfig, env: Any) -> tuple[float, float | None, di
     return float(ref_min), None if ref_max is None else float(ref_max), details
 
 
-def collect(cfg: DictConfig) -> None:
+def env_from_run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
+    """The env block of the checkpoint's run (its config.yaml), with collect's seed and the `env.<key>`
+    overrides of the command line on top."""
+    from embodied_rl.trainers import load_run_config
+
+    if cfg.policy.checkpoint is None:
+        raise ValueError("policy.kind=checkpoint needs policy.checkpoint: a run directory or a .pt file")
+    env_cfg = OmegaConf.to_container(load_run_config(cfg.policy.checkpoint).env, resolve=True)
+    ours = OmegaConf.to_container(cfg.env, resolve=True)
+    keys = {o.lstrip("+~").split("=")[0] for o in overrides}
+    for key in ["seed", *(k.split(".")[1] for k in keys if k.startswith("env."))]:
+        env_cfg[key] = ours.get(key)
+    return env_cfg
+
+
+def collect(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """Roll out the behaviour policy and write the dataset; `overrides` are the command line's `key=value`s."""
     if cfg.dataset.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(cfg.dataset.root)
 
     policy_cfg = cfg.policy
+    if policy_cfg.kind == "checkpoint":
+        with open_dict(cfg):
+            cfg.env = env_from_run(cfg, overrides)
+        print(f"[collect] env of the run's config.yaml (+ env.* overrides): {cfg.env.task}, {cfg.env.obs_mode}")
     name = cfg.dataset.name or dataset_name_for(
         policy_cfg.kind, policy_cfg.noise_std, policy_cfg.epsilon, cfg.record_frames, cfg.env.obs_mode
     )
@@ -66,16 +93,19 @@ def collect(cfg: DictConfig) -> None:
     minari_io.check_writable(dataset_id, cfg.overwrite)  # fail before any rollout
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = make_env(env_cfg)
-    policy = make_behaviour_policy(
-        policy_cfg.kind,
-        env,
-        cfg.env.task,
-        policy_cfg.noise_std,
-        policy_cfg.epsilon,
-        policy_cfg.checkpoint,
-        seed=cfg.seed,
-        deterministic=policy_cfg.deterministic,
-    )
+    try:
+        policy = make_behaviour_policy(
+            policy_cfg.kind,
+            env,
+            cfg.env.task,
+            policy_cfg.noise_std,
+            policy_cfg.epsilon,
+            policy_cfg.checkpoint,
+            seed=cfg.seed,
+            deterministic=policy_cfg.deterministic,
+        )
+    except RuntimeError as err:  # a checkpoint that does not fit the env
+        raise ValueError(mismatch_message(err, env)) from err
     start = time.time()
     ref_min, ref_max, ref_details = reference_scores(cfg, env)
     metadata: dict[str, Any] = {
@@ -117,16 +147,17 @@ def collect(cfg: DictConfig) -> None:
     if cfg.record_frames:
         description += f"; frames {cfg.env.image_size}x{cfg.env.image_size} in infos['frame']"
     minari_io.update_metadata(dataset, {"description": description})
-    print(f"[collect] wrote {dataset_id} to {dataset.storage.data_path} in {time.time() - start:.1f}s")
     print(f"[collect] {description}")
+    print(f"[collect] wrote {dataset_id} to {dataset.storage.data_path} in {time.time() - start:.1f}s")
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="collect")
 def main(cfg: DictConfig) -> None:
     try:
-        collect(cfg)
-    except (DatasetError, FileNotFoundError) as err:  # an existing id, a malformed id, no run: one line
-        raise SystemExit(f"[collect] error: {err}") from None
+        collect(cfg, HydraConfig.get().overrides.task)
+    except (ValueError, FileNotFoundError) as err:  # an existing or malformed id, no run, a misfit checkpoint
+        print(f"[collect] error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

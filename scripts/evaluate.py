@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from textwrap import shorten
 
 from omegaconf import OmegaConf
 
@@ -68,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = args.out or Path("runs") / "scripted" / env_cfg["task"] / "eval"
     else:
         from embodied_rl.trainers import load_agent
+        from embodied_rl.trainers.loading import mismatch_message
 
         try:
             agent, _, ckpt = load_agent(ckpt_path, env=env, device=args.device)
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
         out = args.out or run_dir / "eval" / f"step_{ckpt['step']:09d}"
+    for stale in (out / "videos").glob("episode_*.mp4"):  # a previous evaluation's videos
+        stale.unlink()
     result = evaluate_policy(
         policy, env, args.episodes, seed=args.seed, video_dir=out / "videos", videos=args.videos, progress=True
     )
@@ -118,25 +120,6 @@ def step_file(path: Path) -> Path:
         except FileNotFoundError:  # pruned by a run still training
             continue
     return path
-
-
-def mismatch_message(err: RuntimeError, env) -> str:
-    """One line for a checkpoint that cannot be read or whose agent does not fit the env's spaces."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if "size mismatch" not in str(err) and "key(s) in state_dict" not in str(err):
-        return lines[0] if lines else repr(err)
-    detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), lines[0])
-    return (
-        f"the checkpoint's agent does not fit this env (observations {space_shape(env.observation_space)}, "
-        f"actions {space_shape(env.action_space)}); check the env.task / env.obs_mode overrides. {shorten(detail, 200)}"
-    )
-
-
-def space_shape(space):
-    """A space's shape, or {key: shape} for a dict space."""
-    if hasattr(space, "spaces") and isinstance(space.spaces, dict):
-        return {key: sub.shape for key, sub in space.spaces.items()}
-    return space.shape
 
 
 def normalized_score_for(cfg, episode_return: float) -> float | None:

@@ -1,13 +1,17 @@
-"""scripts/plot.py, scripts/summarize.py and scripts/evaluate.py: overlapping arguments, bad or missing metrics,
-results.json, mismatched envs."""
+"""scripts/plot.py, scripts/summarize.py, scripts/evaluate.py and scripts/collect.py: overlapping arguments, bad
+or missing metrics, results.json, stale videos, a checkpoint's env, mismatched envs."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from script_helpers import load_script, train_in_process
+from hydra import compose, initialize_config_dir
+from script_helpers import CONFIGS, REPO, load_script, train_in_process
 
 
 def write_metrics(run_dir: Path, values: list[float]) -> None:
@@ -107,4 +111,44 @@ def test_evaluate_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path
     assert exc.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: the checkpoint's agent does not fit this env (observations (11,)")
+    assert "\n" not in error
+
+
+def test_evaluate_removes_the_videos_of_a_previous_evaluation(tiny_run, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "episode_001.mp4").write_bytes(b"old")
+    (videos / "notes.txt").write_text("not ours")
+    args = [str(tiny_run), "--episodes", "1", "--videos", "1", "--video-size", "32", "--device", "cpu"]
+    load_script("evaluate").main([*args, "--out", str(tmp_path), "env.time_limit=3"])
+    assert sorted(p.name for p in videos.iterdir()) == ["episode_000.mp4", "notes.txt"]
+
+
+COLLECT = ["episodes=1", "reference.min_score=0", "reference.max_score=1", "progress=false", "policy.kind=checkpoint"]
+
+
+def test_collect_takes_the_env_of_the_checkpoints_run(tiny_run, tmp_path, monkeypatch, capsys):
+    from embodied_rl.data import open_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    overrides = [*COLLECT, f"policy.checkpoint={tiny_run}", "env.time_limit=4", "seed=5"]
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("collect", overrides=overrides)
+    load_script("collect").collect(cfg, overrides)
+    dataset_id = "embodied_rl/metaworld-reach-v3/checkpoint-v0"  # the run's task, not collect's drawer-open
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"[collect] wrote {dataset_id} to ")
+    env = open_dataset(dataset_id).storage.metadata["embodied_rl"]["env"]
+    assert (env["task"], env["shadows"], env["time_limit"], env["seed"]) == ("metaworld/reach-v3", False, 4, 5)
+
+
+def test_collect_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path):
+    """The Hydra script (subprocess): one error line and exit code 2."""
+    argv = [*COLLECT, f"policy.checkpoint={tiny_run}", "env.task=mujoco/Hopper-v5", f"hydra.run.dir={tmp_path}"]
+    environ = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path / "datasets")}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "collect.py"), *argv], capture_output=True, text=True, env=environ
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    error = done.stderr.strip()
+    assert error.startswith("[collect] error: the checkpoint's agent does not fit this env (observations (11,)")
     assert "\n" not in error

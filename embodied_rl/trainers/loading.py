@@ -8,6 +8,7 @@ the checkpoint holds its weights under "agent".
 from __future__ import annotations
 
 from pathlib import Path
+from textwrap import shorten
 from typing import Any
 
 import torch
@@ -63,3 +64,22 @@ def load_agent(
     ckpt = load_checkpoint(ckpt_path)
     agent.load_state_dict(ckpt["agent"])
     return agent, cfg, ckpt
+
+
+def mismatch_message(err: RuntimeError, env) -> str:
+    """One line for a checkpoint that `load_agent` cannot read or whose agent does not fit `env`'s spaces."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if "size mismatch" not in str(err) and "key(s) in state_dict" not in str(err):
+        return lines[0] if lines else repr(err)
+    detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), lines[0])
+    return (
+        f"the checkpoint's agent does not fit this env (observations {space_shape(env.observation_space)}, "
+        f"actions {space_shape(env.action_space)}); check the env.task / env.obs_mode overrides. {shorten(detail, 200)}"
+    )
+
+
+def space_shape(space):
+    """A space's shape, or {key: shape} for a dict space."""
+    if hasattr(space, "spaces") and isinstance(space.spaces, dict):
+        return {key: sub.shape for key, sub in space.spaces.items()}
+    return space.shape
