@@ -6,8 +6,10 @@
 
 The run directory (default runs/<name>/<task>/seed<seed>) receives config.yaml, metrics.csv,
 TensorBoard events (tb/), checkpoints/, videos/ and results.json. A killed run continues with the
-same command plus `resume=true`; only the training length (trainer.total_steps / total_updates) may change
-then, to extend a run. A resume before the first checkpoint starts afresh; one of a finished run does nothing.
+same command plus `resume=true`; only the training length and the settings of RESUMABLE_KEYS (how often to
+evaluate, log and checkpoint, the replay size, ...) may change then, to extend a run. A resume before the first
+checkpoint starts afresh; one of a finished run does nothing. A run refused for its config before writing any
+output leaves no run directory behind.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 RUN_OUTPUTS = ("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json", "ssorl.json")
 
 # Keys that may differ from the run's config.yaml on resume: the flags, the run directory's name, console
-# output, and the training length (so a finished run can be extended). Any other change is refused.
+# output, the training length (so a finished run can be extended), and settings that change neither the agent
+# nor its data: evaluation, logging and checkpoint schedules, and the replay size (the buffer keeps its newest
+# rows). Any other change is refused. logging.tensorboard is not resumable: the curves would have a gap.
 RESUMABLE_KEYS = (
     "resume",
     "overwrite",
@@ -38,7 +42,19 @@ RESUMABLE_KEYS = (
     "trainer.progress",
     "trainer.total_steps",
     "trainer.total_updates",
+    "trainer.eval_every",
+    "trainer.eval_episodes",
+    "trainer.eval_videos",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.log_every",
+    "trainer.save_replay",
+    "trainer.replay_size",
+    "ssorl.idm.progress",
 )
+
+# What Hydra writes into the run directory (hydra.run.dir) before train() starts.
+HYDRA_FILES = (".hydra", "train.log")
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
@@ -95,7 +111,8 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
         diffs = "; ".join(f"{k}: {old.get(k, unset)} -> {new.get(k, unset)}" for k in changed)
         raise ConfigError(
             f"resume=true with a config that differs from {stored}: {diffs}. Resume with the run's config "
-            f"(trainer.total_steps / total_updates may change to extend it) or start afresh with overwrite=true"
+            f"(only the training length, the evaluation, logging and checkpoint settings and trainer.replay_size "
+            f"may change) or start afresh with overwrite=true"
         )
 
 
@@ -113,7 +130,35 @@ def config_errors():
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run the training that `cfg.trainer.kind` names (online | offline); returns results.json's dict."""
+    """Run the training that `cfg.trainer.kind` names (online | offline); returns results.json's dict.
+
+    A run refused for its config (a bad option, an unknown task, a missing dataset) before writing any output
+    leaves no run directory behind; any other failure keeps it (Hydra's train.log holds the run's log)."""
+    from embodied_rl.data import DatasetError
+    from embodied_rl.envs import UnknownTaskError
+    from embodied_rl.trainers.builders import ConfigError
+
+    try:
+        return _train(cfg)
+    except (UnknownTaskError, DatasetError, ConfigError):
+        remove_unused_run_dir(Path(cfg.run_dir))
+        raise
+
+
+def remove_unused_run_dir(run_dir: Path) -> None:
+    """Remove `run_dir` if it holds nothing but Hydra's files and config.yaml, and the folders above it
+    that this leaves empty, up to the working directory."""
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= {*HYDRA_FILES, "config.yaml"}:
+        return
+    shutil.rmtree(run_dir)
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if parent == cwd or not parent.is_relative_to(cwd) or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
+def _train(cfg: DictConfig) -> dict:
     from embodied_rl.logging import RunLogger
     from embodied_rl.trainers.builders import ConfigError, resolve_device, seed_everything
 
@@ -154,7 +199,7 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     from embodied_rl.data import ReplayBuffer
     from embodied_rl.envs import make_env, make_vector_env
     from embodied_rl.trainers import OnlineTrainer, OnlineTrainerConfig
-    from embodied_rl.trainers.builders import make_agent
+    from embodied_rl.trainers.builders import make_agent, resolve_device
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -172,12 +217,12 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
                 envs.single_action_space,
                 device,
             )
-        buffer = ReplayBuffer.from_spaces(
-            t.replay_size,
-            envs.single_observation_space,
-            envs.single_action_space,
-            device=device if t.replay_device == "auto" else t.replay_device,
-        )
+        replay_device = device if t.replay_device == "auto" else resolve_device(t.replay_device)
+        check_replay_fits(t.replay_size, envs.single_observation_space, envs.single_action_space, replay_device)
+        with config_errors():
+            buffer = ReplayBuffer.from_spaces(
+                t.replay_size, envs.single_observation_space, envs.single_action_space, device=replay_device
+            )
         trainer = OnlineTrainer(
             OnlineTrainerConfig(**trainer_cfg), envs, eval_env, agent, buffer, logger, run_dir, seed=cfg.seed
         )
@@ -188,6 +233,26 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     finally:
         envs.close()
         eval_env.close()
+
+
+def check_replay_fits(size: int, observation_space, action_space, device) -> None:
+    """Refuse, before allocating it, a replay buffer larger than the free memory of `device`."""
+    from embodied_rl.data.replay import ReplayBuffer, available_memory
+    from embodied_rl.trainers.builders import ConfigError
+
+    with config_errors():
+        need = ReplayBuffer.nbytes(size, observation_space, action_space)
+    free = available_memory(device)
+    if free is None or need <= free:
+        return
+    row = need / size
+    fit = max(int(free / 2 / row), 1)  # half: envs, networks and checkpoints (which copy the rows) need room too
+    scale = 10 ** max(len(str(fit)) - 2, 0)  # rounded down to two significant digits
+    raise ConfigError(
+        f"trainer.replay_size={size} needs a {need / 1e9:.1f} GB replay buffer ({row / 1e3:.1f} kB per transition: "
+        f"obs and next_obs are stored separately) but {device} has {free / 1e9:.1f} GB available: "
+        f"use trainer.replay_size={fit // scale * scale} or less"
+    )
 
 
 def offline_trajectories(cfg: DictConfig, env, run_dir: Path, device, logger) -> tuple[list, str]:

@@ -377,6 +377,46 @@ def test_replay_buffer_wraps_around_and_round_trips_state_dict():
         ReplayBuffer(capacity=5, obs_shape=(OBS_DIM + 1,), action_dim=ACT_DIM).load_state_dict(buffer.state_dict())
 
 
+def test_replay_buffer_stores_dict_observations_one_tensor_per_key():
+    space = gym.spaces.Dict(
+        {"pixels": gym.spaces.Box(0, 255, (4, 4, 3), np.uint8), "state": gym.spaces.Box(-1, 1, (2,), np.float32)}
+    )
+    action_space = gym.spaces.Box(-1, 1, (ACT_DIM,), np.float32)
+    buffer = ReplayBuffer.from_spaces(4, space, action_space)
+    assert buffer.obs["pixels"].dtype == torch.uint8 and buffer.obs["state"].dtype == torch.float32
+    assert ReplayBuffer.nbytes(4, space, action_space) == 4 * (2 * (48 + 2 * 4) + 4 * (ACT_DIM + 2))
+
+    def obs(i):  # a batch of two from a vector env, rows i and i + 1
+        return {"pixels": np.stack([np.full((4, 4, 3), j, np.uint8) for j in (i, i + 1)]), "state": np.full((2, 2), i)}
+
+    for i in (0, 2, 4):  # 6 rows into 4: wraps
+        buffer.add(obs(i), np.zeros((2, ACT_DIM)), np.array([i, i + 1]), obs(i + 10), np.zeros(2))
+    assert buffer.obs["pixels"][:, 0, 0, 0].tolist() == [4, 5, 2, 3] and (buffer.ptr, len(buffer)) == (2, 4)
+    batch = buffer.sample(32, torch.Generator().manual_seed(0))
+    assert set(batch.obs) == set(batch.next_obs) == {"pixels", "state"} and batch.obs["pixels"].shape == (32, 4, 4, 3)
+    torch.testing.assert_close(batch.next_obs["pixels"][:, 0, 0, 0], batch.obs["pixels"][:, 0, 0, 0] + 10)
+    torch.testing.assert_close(batch.obs["pixels"][:, 0, 0, 0].float(), batch.reward)
+
+    state = buffer.state_dict()
+    assert state["obs"]["pixels"].shape == (4, 4, 4, 3) and state["next_obs"]["state"].shape == (4, 2)
+    restored = ReplayBuffer.from_spaces(4, space, action_space)
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored.sample(32, torch.Generator().manual_seed(0)).obs, batch.obs)
+    larger = ReplayBuffer.from_spaces(6, space, action_space)  # a resume with another trainer.replay_size
+    larger.load_state_dict(state)
+    assert larger.obs["pixels"][:4, 0, 0, 0].tolist() == [2, 3, 4, 5] and (larger.ptr, len(larger)) == (4, 4)
+    with pytest.raises(ValueError, match="replay state holds"):
+        ReplayBuffer(4, (2,), ACT_DIM).load_state_dict(state)
+
+
+def test_available_memory_reads_the_host_or_is_unknown():
+    from embodied_rl.data.replay import available_memory
+
+    free = available_memory("cpu")
+    assert free is None or free > 0
+    assert available_memory("meta") is None
+
+
 # ---------------------------------------------------------------- behaviour policies
 
 

@@ -42,13 +42,13 @@ TINY = [
 ]
 
 
-def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path = REPO, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train.py"), *args],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         timeout=300,
         **kwargs,
@@ -392,6 +392,59 @@ def test_resuming_a_finished_run_does_nothing_and_a_longer_total_extends_it(tmp_
     assert [r["step"] for r in metric_rows(run_dir) if r["eval/success_rate"]] == ["100", "200"]
 
 
+def test_extending_a_run_may_change_its_schedules_and_replay_size(tmp_path):
+    """The README's extension: resume=true trainer.total_steps=... trainer.eval_every=... trainer.replay_size=..."""
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    train_in_process(args)
+    longer = ["trainer.total_steps=160", "trainer.eval_every=30", "trainer.checkpoint_every=30"]
+    train_in_process([*args, "resume=true", *longer, "trainer.replay_size=2000", "trainer.eval_episodes=2"])
+    assert [r["step"] for r in metric_rows(run_dir) if r["eval/success_rate"]] == ["100", "120", "150", "160"]
+    buffer = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["buffer"]
+    assert (buffer["capacity"], buffer["size"]) == (2000, 160)
+    assert "replay_size: 2000" in (run_dir / "config.yaml").read_text()
+
+
+def test_state_and_pixels_observations_train_and_resume(tmp_path):
+    """env.obs_mode=state+pixels: a Dict observation space, stored by the replay buffer one tensor per key."""
+    run_dir = tmp_path / "run"
+    args = [
+        *TINY,
+        f"run_dir={run_dir}",
+        "env.obs_mode=state+pixels",
+        "env.image_size=16",
+        "env.time_limit=20",  # episodes end: the true final observations are stored
+        "trainer.total_steps=50",
+        "trainer.seed_steps=30",
+        "trainer.batch_size=8",
+        "trainer.eval_every=50",
+        "trainer.checkpoint_every=50",
+    ]
+    assert train_in_process(args)["updates"] == 21
+    buffer = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["buffer"]
+    assert buffer["obs"]["pixels"].shape == (50, 16, 16, 3) and buffer["obs"]["state"].dtype == torch.float32
+    results = train_in_process([*args, "resume=true", "trainer.total_steps=70", "trainer.replay_size=60"])
+    assert results["steps"] == 70 and results["updates"] == 41
+
+
+def test_replay_buffer_larger_than_the_memory_is_one_error_with_a_size_that_fits(tmp_path, monkeypatch):
+    from embodied_rl.data import replay
+    from embodied_rl.trainers.builders import ConfigError
+
+    monkeypatch.setattr(replay, "available_memory", lambda device: 10**6)  # 1 MB; a state row is 336 bytes
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"replay_size=100000 needs a .* GB .* use trainer.replay_size=1400 or less"):
+        train_in_process([*TINY, f"run_dir={run_dir}", "trainer.replay_size=100000"])
+    assert not run_dir.exists()
+    train_in_process([*TINY, f"run_dir={run_dir}", "trainer.replay_size=1400", "trainer.total_steps=20"])
+
+
+def test_a_run_that_fails_its_config_checks_leaves_no_folders(tmp_path):
+    result = run_cli(["name=nope", "env.obs_mode=bogus", "trainer.progress=false"], cwd=tmp_path)
+    assert result.returncode == 2 and "obs_mode must be" in result.stderr, result.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # runs/nope/<task>/seed1 was Hydra's output folder
+
+
 def test_resume_hides_tensorboard_events_logged_after_the_checkpoint(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -465,3 +518,4 @@ def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path
     result = run_cli([override, f"run_dir={tmp_path / 'run'}", "trainer.progress=false"])
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: " in result.stderr and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists(), "a run that failed its config checks left its folder behind"

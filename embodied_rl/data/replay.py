@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -12,6 +12,7 @@ import torch
 from embodied_rl.data.transitions import Transitions
 
 ArrayLike = np.ndarray | torch.Tensor | float | bool
+FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 
 
 def chronological_rows(state: dict[str, Any]) -> torch.Tensor:
@@ -21,88 +22,129 @@ def chronological_rows(state: dict[str, Any]) -> torch.Tensor:
     return (torch.arange(size) + start) % max(size, 1)
 
 
+def available_memory(device: str | torch.device) -> int | None:
+    """Bytes free for a new allocation on `device`: /proc/meminfo's MemAvailable for the CPU, the free
+    memory of a CUDA device; None where unknown (e.g. not Linux)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _obs_spec(space: gym.Space) -> tuple[Any, Any]:
+    """(shape, dtype) of a Box observation space, or dicts of them by key for a Dict of Boxes.
+    uint8 observations (pixels) stay uint8, anything else becomes float32."""
+    if isinstance(space, gym.spaces.Dict) and all(isinstance(s, gym.spaces.Box) for s in space.spaces.values()):
+        specs = {key: _obs_spec(s) for key, s in space.spaces.items()}
+        return {k: shape for k, (shape, _) in specs.items()}, {k: dtype for k, (_, dtype) in specs.items()}
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"ReplayBuffer stores Box or Dict-of-Box observations, got {space}")
+    return space.shape, torch.uint8 if space.dtype == np.uint8 else torch.float32
+
+
 class ReplayBuffer:
     """Transitions (obs, action, reward, next_obs, terminated) in fixed tensors of `capacity` rows.
 
-    `add` takes one transition or a batch from a vector env (leading dim N); the oldest rows are
-    overwritten once full. `sample` draws uniformly with an optional `torch.Generator` and returns
-    `Transitions` on `device` without synchronising with it. `state_dict` / `load_state_dict` let a
-    checkpoint hold the buffer.
+    Observations are one tensor, or a dict of tensors (one per key) for Dict observations: pass
+    `obs_shape` and `obs_dtype` as dicts by key, and `add` / `sample` take and give dicts. `obs` and
+    `next_obs` are stored separately, so observations take twice their size. `add` takes one transition
+    or a batch from a vector env (leading dim N); the oldest rows are overwritten once full. `sample`
+    draws uniformly with an optional `torch.Generator` and returns `Transitions` on `device` without
+    synchronising with it. `state_dict` / `load_state_dict` let a checkpoint hold the buffer.
     """
 
     def __init__(
         self,
         capacity: int,
-        obs_shape: Sequence[int],
+        obs_shape: Sequence[int] | Mapping[str, Sequence[int]],
         action_dim: int,
         device: str | torch.device = "cpu",
-        obs_dtype: torch.dtype = torch.float32,
+        obs_dtype: torch.dtype | Mapping[str, torch.dtype] = torch.float32,
     ):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self.obs_shape = tuple(obs_shape)
         self.action_dim = action_dim
         self.device = torch.device(device)
-        self.obs_dtype = obs_dtype
-        self.obs = torch.zeros((capacity, *self.obs_shape), dtype=obs_dtype, device=self.device)
-        self.next_obs = torch.zeros_like(self.obs)
-        self.action = torch.zeros((capacity, action_dim), dtype=torch.float32, device=self.device)
-        self.reward = torch.zeros(capacity, dtype=torch.float32, device=self.device)
-        self.terminated = torch.zeros(capacity, dtype=torch.float32, device=self.device)
+        if isinstance(obs_shape, Mapping):
+            self.obs_shape = {key: tuple(shape) for key, shape in obs_shape.items()}
+            dtypes = obs_dtype if isinstance(obs_dtype, Mapping) else dict.fromkeys(obs_shape, obs_dtype)
+            self.obs_dtype = {key: dtypes[key] for key in obs_shape}
+            self.obs = {key: self._zeros(shape, self.obs_dtype[key]) for key, shape in self.obs_shape.items()}
+            self.next_obs = {key: torch.zeros_like(value) for key, value in self.obs.items()}
+        else:
+            self.obs_shape, self.obs_dtype = tuple(obs_shape), obs_dtype
+            self.obs = self._zeros(self.obs_shape, obs_dtype)
+            self.next_obs = torch.zeros_like(self.obs)
+        self.action = self._zeros((action_dim,), torch.float32)
+        self.reward = self._zeros((), torch.float32)
+        self.terminated = self._zeros((), torch.float32)
         self.ptr = 0  # next row to write
         self.size = 0  # rows filled
+
+    def _zeros(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        return torch.zeros((self.capacity, *shape), dtype=dtype, device=self.device)
 
     @classmethod
     def from_spaces(
         cls,
         capacity: int,
-        observation_space: gym.spaces.Box,
+        observation_space: gym.spaces.Box | gym.spaces.Dict,
         action_space: gym.spaces.Box,
         device: str | torch.device = "cpu",
     ) -> ReplayBuffer:
         """Shapes from (single-env) gymnasium spaces; uint8 observations (pixels) stay uint8."""
-        if not isinstance(observation_space, gym.spaces.Box):
-            raise ValueError(f"ReplayBuffer stores Box observations, got {observation_space}")
-        obs_dtype = torch.uint8 if observation_space.dtype == np.uint8 else torch.float32
-        return cls(capacity, observation_space.shape, int(np.prod(action_space.shape)), device, obs_dtype)
+        obs_shape, obs_dtype = _obs_spec(observation_space)
+        return cls(capacity, obs_shape, int(np.prod(action_space.shape)), device, obs_dtype)
+
+    @staticmethod
+    def nbytes(capacity: int, observation_space: gym.Space, action_space: gym.spaces.Box) -> int:
+        """Bytes that `from_spaces(capacity, ...)` allocates: obs and next_obs (each stored), action,
+        reward and terminated."""
+        obs_shape, obs_dtype = _obs_spec(observation_space)
+        if not isinstance(obs_shape, Mapping):
+            obs_shape, obs_dtype = {"": obs_shape}, {"": obs_dtype}
+        obs = sum(int(np.prod(shape)) * obs_dtype[key].itemsize for key, shape in obs_shape.items())
+        row = 2 * obs + 4 * (int(np.prod(action_space.shape)) + 2)  # float32 action, reward, terminated
+        return capacity * row
 
     def __len__(self) -> int:
         return self.size
 
     def _fields(self) -> dict[str, torch.Tensor]:
-        return {
-            "obs": self.obs,
-            "action": self.action,
-            "reward": self.reward,
-            "next_obs": self.next_obs,
-            "terminated": self.terminated,
-        }
+        """Every storage tensor by name; the keys of Dict observations as "obs.<key>" / "next_obs.<key>"."""
+        return _flatten({name: getattr(self, name) for name in FIELDS})
 
     def add(
         self,
-        obs: ArrayLike,
+        obs: ArrayLike | dict[str, ArrayLike],
         action: ArrayLike,
         reward: ArrayLike,
-        next_obs: ArrayLike,
+        next_obs: ArrayLike | dict[str, ArrayLike],
         terminated: ArrayLike,
         mask: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         """Add one transition, or N (leading dim) from a vector env; rows where `mask` is False are skipped
         (e.g. the reset step of a gymnasium autoreset)."""
-        batch = {
-            "obs": obs,
-            "action": action,
-            "reward": reward,
-            "next_obs": next_obs,
-            "terminated": terminated,
-        }
-        batched = np.ndim(obs) == len(self.obs_shape) + 1
+        batch = _flatten(
+            {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "terminated": terminated}
+        )
+        storages = self._fields()
+        if batch.keys() != storages.keys():
+            raise ValueError(f"replay fields {sorted(batch)} do not match the buffer's {sorted(storages)}")
         tensors = {}
-        for name, value in batch.items():
-            storage = self._fields()[name]
-            value = torch.as_tensor(value, dtype=storage.dtype).to(self.device)
-            tensors[name] = value.reshape(-1, *storage.shape[1:]) if batched else value.reshape(1, *storage.shape[1:])
+        for name, storage in storages.items():
+            value = torch.as_tensor(batch[name], dtype=storage.dtype).to(self.device)
+            tensors[name] = value.reshape(-1, *storage.shape[1:])  # one transition -> a batch of 1
         if mask is not None:
             keep = torch.as_tensor(mask, dtype=torch.bool).reshape(-1).to(self.device)
             tensors = {name: value[keep] for name, value in tensors.items()}
@@ -112,46 +154,72 @@ class ReplayBuffer:
             n = self.capacity
         first = min(n, self.capacity - self.ptr)  # rows before the end of storage, the rest wrap to 0
         for name, value in tensors.items():
-            storage = self._fields()[name]
+            storage = storages[name]
             storage[self.ptr : self.ptr + first] = value[:first]
             storage[: n - first] = value[first:]
         self.ptr = (self.ptr + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Transitions:
-        """`batch_size` transitions drawn uniformly with replacement from the filled rows."""
+        """`batch_size` transitions drawn uniformly with replacement from the filled rows (obs / next_obs
+        as dicts of tensors for Dict observations)."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         device = generator.device if generator is not None else self.device
         idx = torch.randint(self.size, (batch_size,), generator=generator, device=device)
         idx = idx.to(self.device, non_blocking=True)
-        return Transitions(**{name: storage[idx] for name, storage in self._fields().items()})
+        return Transitions(**_unflatten({name: storage[idx] for name, storage in self._fields().items()}))
 
     def state_dict(self) -> dict[str, Any]:
-        """Filled rows (on CPU) and the write position."""
-        state: dict[str, Any] = {"capacity": self.capacity, "ptr": self.ptr, "size": self.size}
-        for name, storage in self._fields().items():
-            # clone: a view would make torch.save write the whole preallocated storage
-            state[name] = storage[: self.size].cpu().clone()
-        return state
+        """Filled rows (on CPU; dicts of tensors for Dict observations) and the write position."""
+        # a copy: a view would make torch.save write the whole preallocated storage
+        rows = {name: storage[: self.size].to("cpu", copy=True) for name, storage in self._fields().items()}
+        return {"capacity": self.capacity, "ptr": self.ptr, "size": self.size, **_unflatten(rows)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state`. A buffer of another capacity (a run resumed with a new `trainer.replay_size`)
         takes the stored rows oldest first and keeps the newest `capacity` of them."""
-        for name, storage in self._fields().items():
-            if tuple(state[name].shape[1:]) != tuple(storage.shape[1:]):
+        stored = _flatten({name: state[name] for name in FIELDS})
+        storages = self._fields()
+        if stored.keys() != storages.keys():
+            raise ValueError(f"replay state holds {sorted(stored)}, this buffer {sorted(storages)}")
+        for name, storage in storages.items():
+            if tuple(stored[name].shape[1:]) != tuple(storage.shape[1:]):
                 raise ValueError(
-                    f"replay state {name!r} has rows of shape {tuple(state[name].shape[1:])}, "
+                    f"replay state {name!r} has rows of shape {tuple(stored[name].shape[1:])}, "
                     f"this buffer {tuple(storage.shape[1:])}"
                 )
         size, ptr = state["size"], state["ptr"]
         if state["capacity"] == self.capacity:
-            for name, storage in self._fields().items():
-                storage[:size] = state[name].to(self.device, storage.dtype)
+            for name, storage in storages.items():
+                storage[:size] = stored[name].to(self.device, storage.dtype)
             self.ptr, self.size = ptr, size
             return
         order = chronological_rows(state)[-self.capacity :]
-        for name, storage in self._fields().items():
-            storage[: len(order)] = state[name][order].to(self.device, storage.dtype)
+        for name, storage in storages.items():
+            storage[: len(order)] = stored[name][order].to(self.device, storage.dtype)
         self.size = len(order)
         self.ptr = self.size % self.capacity
+
+
+def _flatten(fields: dict[str, Any]) -> dict[str, Any]:
+    """{"obs": {"pixels": a}, "reward": r} -> {"obs.pixels": a, "reward": r}."""
+    flat = {}
+    for name, value in fields.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{name}.{key}": item for key, item in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `_flatten`."""
+    fields: dict[str, Any] = {}
+    for name, value in flat.items():
+        if "." in name:
+            field, key = name.split(".", 1)
+            fields.setdefault(field, {})[key] = value
+        else:
+            fields[name] = value
+    return fields
