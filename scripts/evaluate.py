@@ -77,11 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
         out = args.out or run_dir / "eval" / f"step_{ckpt['step']:09d}"
-    for stale in (out / "videos").glob("episode_*.mp4"):  # a previous evaluation's videos
-        stale.unlink()
     result = evaluate_policy(
         policy, env, args.episodes, seed=args.seed, video_dir=out / "videos", videos=args.videos, progress=True
     )
+    written = {Path(record["video"]).name for record in result["per_episode"] if "video" in record}
+    for stale in (out / "videos").glob("episode_*.mp4"):  # a previous evaluation's videos
+        if stale.name not in written:
+            stale.unlink()
     result.update(info, task=env_cfg["task"], overrides=args.overrides)
     score = normalized_score_for(cfg, result["return_mean"])
     if score is not None:

@@ -14,6 +14,7 @@ output leaves no run directory behind.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -75,6 +76,13 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
     if cfg.resume and latest.exists():
         check_resume_config(cfg, run_dir / "config.yaml")
         return run_dir, int(load_checkpoint(latest, mmap=True)["step"])
+    if cfg.resume and (run_dir / "results.json").exists():
+        from embodied_rl.trainers.builders import ConfigError
+
+        raise ConfigError(
+            f"{run_dir} holds a finished run's results.json but no checkpoints/latest.pt to resume from; "
+            f"overwrite=true starts it afresh"
+        )
     if cfg.resume or cfg.overwrite:
         for item in RUN_OUTPUTS:
             path = run_dir / item
@@ -102,7 +110,15 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
     if not stored.exists():
         return
     old = _flatten(OmegaConf.to_container(OmegaConf.load(stored)))
-    new = _flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
+    # Values derived from resumable keys may change with them (IQL's actor_lr_schedule_steps interpolates
+    # trainer.total_updates: its cosine schedule stretches to the new length), so compare a copy of the new
+    # config whose resumable keys hold their stored values.
+    probe = copy.deepcopy(cfg)
+    with open_dict(probe):
+        for key in RESUMABLE_KEYS:
+            if key in old:
+                OmegaConf.update(probe, key, old[key], merge=False)
+    new = _flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(probe, resolve=True))))
     unset = "<unset>"
     changed = sorted(
         k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k, unset) != new.get(k, unset)
@@ -346,6 +362,9 @@ def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from embodied_rl.data import DatasetError
     from embodied_rl.envs import UnknownTaskError
     from embodied_rl.trainers.builders import ConfigError
@@ -354,6 +373,9 @@ def main(cfg: DictConfig) -> None:
         train(cfg)
     except (UnknownTaskError, DatasetError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # an ordinary exception fails this job only: Hydra runs the sweep's other jobs, then exits 1
+            raise RuntimeError(f"{cfg.run_dir}: {err}") from None
         sys.exit(2)
 
 

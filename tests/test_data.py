@@ -413,7 +413,10 @@ def test_available_memory_reads_the_host_or_is_unknown():
     from embodied_rl.data.replay import available_memory
 
     free = available_memory("cpu")
-    assert free is None or free > 0
+    if sys.platform.startswith("linux"):  # /proc/meminfo exists: the check must not silently switch off
+        assert free is not None and free > 0
+    else:
+        assert free is None or free > 0
     assert available_memory("meta") is None
 
 

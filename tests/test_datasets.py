@@ -17,11 +17,12 @@ import torch
 from script_helpers import load_script, train_in_process
 
 from embodied_rl.data import ReplayBuffer, load_trajectories, make_behaviour_policy, open_dataset
-from embodied_rl.data.minari_io import dataset_exists
+from embodied_rl.data.minari_io import dataset_exists, update_metadata
 from embodied_rl.data.recipes import (
     MEDIUM_NOISE,
     MIXED_LEVELS,
     RecipeError,
+    _stored_settings,
     episodes_from_replay,
     eval_returns_from_metrics,
     metaworld_tiers,
@@ -194,6 +195,22 @@ def test_existing_tier_built_with_other_settings_is_an_error():
     assert [row["status"] for row in rows] == ["exists", "exists"]
 
 
+def test_existing_tier_is_checked_only_on_the_settings_its_metadata_holds():
+    """A tier built before `seed` or `num_episodes_average_score` were stored is not refused for them."""
+    assert _stored_settings({"total_episodes": 2, "embodied_rl": {"env": {"time_limit": 20}}}) == {
+        "episodes": 2,
+        "env.time_limit": 20,
+    }
+    tiny = {"time_limit": 20, "progress": False}
+    metaworld_tiers(MW_TASK, 1, tiers=["random"], reference_episodes=1, **tiny)
+    dataset = open_dataset("embodied_rl/metaworld-drawer-open-v3/random-v0")
+    ours = dict(dataset.storage.metadata["embodied_rl"])
+    del ours["seed"]
+    update_metadata(dataset, {"embodied_rl": ours})
+    rows = metaworld_tiers(MW_TASK, 1, tiers=["random"], reference_episodes=1, seed=1, **tiny)
+    assert [row["status"] for row in rows] == ["exists"]
+
+
 def test_make_datasets_rejects_medium_noise_out_of_range(minari_root):
     script = load_script("make_datasets")
     for noise in ("0,1.5", "-0.1,0.5", "0,-0.2"):
@@ -317,6 +334,16 @@ def test_sac_tiers_of_another_run_or_expert_step_are_an_error(tiny_run, tmp_path
         sac_run_tiers(tiny_run, tiers=["expert"], expert_step=200, **tiny)
     rows, _ = sac_run_tiers(tiny_run, tiers=["random", "expert"], **tiny)
     assert [row["status"] for row in rows] == ["exists", "exists"]
+
+
+def test_sac_run_tiers_of_a_run_on_dict_observations_are_a_clear_error(tiny_run, tmp_path):
+    run_dir = tmp_path / "state_pixels"
+    shutil.copytree(tiny_run, run_dir)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("obs_mode: state", "obs_mode: state+pixels"))
+    script = load_script("make_datasets")
+    with pytest.raises(SystemExit, match=r"trained on Dict observations \(env.obs_mode=state\+pixels\)"):
+        script.main(["mujoco", "--run", str(run_dir), "--episodes", "1", "--no-progress"])
 
 
 def test_sac_run_tiers_follow_the_d4rl_recipe(tiny_run):

@@ -117,11 +117,29 @@ def test_evaluate_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path
 def test_evaluate_removes_the_videos_of_a_previous_evaluation(tiny_run, tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
-    (videos / "episode_001.mp4").write_bytes(b"old")
+    for name in ("episode_000.mp4", "episode_001.mp4"):
+        (videos / name).write_bytes(b"old")
     (videos / "notes.txt").write_text("not ours")
     args = [str(tiny_run), "--episodes", "1", "--videos", "1", "--video-size", "32", "--device", "cpu"]
     load_script("evaluate").main([*args, "--out", str(tmp_path), "env.time_limit=3"])
     assert sorted(p.name for p in videos.iterdir()) == ["episode_000.mp4", "notes.txt"]
+    assert (videos / "episode_000.mp4").read_bytes() != b"old"  # rewritten by this evaluation
+
+
+def test_evaluate_keeps_the_videos_of_a_previous_evaluation_when_it_fails(tiny_run, tmp_path, monkeypatch):
+    import embodied_rl.trainers
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(embodied_rl.trainers, "evaluate_policy", fail)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "episode_000.mp4").write_bytes(b"old")
+    args = [str(tiny_run), "--episodes", "1", "--videos", "0", "--device", "cpu", "--out", str(tmp_path)]
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        load_script("evaluate").main([*args, "env.time_limit=3"])
+    assert (videos / "episode_000.mp4").read_bytes() == b"old"
 
 
 COLLECT = ["episodes=1", "reference.min_score=0", "reference.max_score=1", "progress=false", "policy.kind=checkpoint"]

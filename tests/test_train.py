@@ -21,6 +21,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from script_helpers import CONFIGS, REPO, load_script, train_in_process
 
+from embodied_rl.trainers.builders import ConfigError
+
 # A tiny but complete online run: 2 evaluations, checkpoints every 100 steps.
 TINY = [
     "env.task=metaworld/reach-v3",
@@ -361,6 +363,7 @@ def test_resume_before_the_first_checkpoint_starts_the_logs_afresh(tmp_path):
     args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
     train_in_process(args)
     shutil.rmtree(run_dir / "checkpoints")  # as if killed before its first checkpoint
+    (run_dir / "results.json").unlink()
     train_in_process([*args, "resume=true"])
     steps = [int(r["step"]) for r in metric_rows(run_dir)]
     assert steps == sorted(steps), "metrics.csv holds the rows of both attempts"
@@ -519,3 +522,44 @@ def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: " in result.stderr and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists(), "a run that failed its config checks left its folder behind"
+
+
+def test_extending_an_iql_run_stretches_its_derived_lr_schedule(tiny_dataset, tmp_path):
+    """experiment=iql interpolates agent.actor_lr_schedule_steps from trainer.total_updates: extending is allowed."""
+    run_dir = tmp_path / "run"
+    args = [*OFFLINE, f"run_dir={run_dir}"]
+    train_in_process(args)
+    assert train_in_process([*args, "resume=true", "trainer.total_updates=90"])["updates"] == 90
+    assert "actor_lr_schedule_steps: 90" in (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="agent.expectile"):  # a real change is still refused
+        train_in_process([*args, "resume=true", "trainer.total_updates=120", "agent.expectile=0.9"])
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    train_in_process(args)
+    shutil.rmtree(run_dir / "checkpoints")
+    with pytest.raises(ConfigError, match="no checkpoints/latest.pt"):
+        train_in_process([*args, "resume=true"])
+    assert (run_dir / "results.json").exists() and (run_dir / "metrics.csv").exists()  # nothing wiped
+
+
+def test_a_refused_job_does_not_stop_the_rest_of_a_sweep(tmp_path):
+    """-m ... resume=true: seed 1 is refused (changed config), seed 2 still runs; the sweep exits non-zero."""
+    run_dir = tmp_path / "runs" / "seed${seed}"
+    tiny = [arg for arg in TINY if not arg.startswith("agent.hidden_dims")]
+    args = [*tiny, f"run_dir={run_dir}", "trainer.total_steps=60", "trainer.seed_steps=20"]
+    train_in_process([*args, "seed=1", "agent.hidden_dims=[32,32]"])
+    sweep = [
+        "-m",
+        *args,
+        "seed=1,2",
+        "resume=true",
+        "agent.hidden_dims=[16,16]",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    swept = run_cli(sweep)
+    assert swept.returncode != 0
+    assert "agent.hidden_dims" in swept.stderr
+    assert (tmp_path / "runs" / "seed2" / "results.json").exists()

@@ -180,10 +180,13 @@ def _write_tier(
 def _stored_settings(metadata: dict[str, Any]) -> dict[str, Any]:
     """The settings a tier was built with, named as in the requests of `_pending`."""
     ours = metadata.get("embodied_rl", {})
-    return {
+    stored = {
         "seed": ours.get("seed"),
         "episodes": metadata.get("total_episodes"),
         "reference episodes": metadata.get("num_episodes_average_score"),
+    }
+    return {  # only the keys the metadata has: a tier built before a key existed is not refused for it
+        **{key: value for key, value in stored.items() if value is not None},
         **{f"env.{key}": value for key, value in ours.get("env", {}).items()},
         **{f"recipe.{key}": value for key, value in ours.get("recipe", {}).items()},
     }
@@ -473,6 +476,11 @@ def sac_run_tiers(
     except UnknownTaskError as err:
         raise RecipeError(str(err)) from None
     env_cfg = asdict(to_env_config(OmegaConf.to_container(run_cfg.env, resolve=True), seed=seed))
+    if env_cfg["obs_mode"] == "state+pixels":  # Dict observations
+        raise RecipeError(
+            f"{run_dir} was trained on Dict observations (env.obs_mode=state+pixels); "
+            "the locomotion tiers need a run trained with env.obs_mode=state"
+        )
     final = max(checkpoints)
     expert = final if expert_step is None else expert_step
     for what, step in (("expert", expert), ("medium", medium_step)):

@@ -33,12 +33,20 @@ class Transitions:
         return self.reward.shape[0]
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Transitions:
-        return Transitions(
-            **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in fields(self)}
-        )
+        """`fn` applied to every tensor, including each tensor of dict (Dict observation) fields."""
 
-    def to(self, device: str | torch.device) -> Transitions:
-        return self._map(lambda t: t.to(device))
+        def apply(value):
+            if value is None:
+                return None
+            if isinstance(value, dict):
+                return {key: fn(item) for key, item in value.items()}
+            return fn(value)
+
+        return Transitions(**{f.name: apply(getattr(self, f.name)) for f in fields(self)})
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> Transitions:
+        """These transitions on `device` (dicts of tensors for Dict observations)."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def index(self, idx: torch.Tensor) -> Transitions:
         """The transitions at `idx` (a (B,) int64 tensor on the same device)."""

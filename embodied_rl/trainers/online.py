@@ -143,7 +143,7 @@ class OnlineTrainer:
             if self.step >= self.warmup_until:
                 update_debt += cfg.utd_ratio * self.num_envs
                 while update_debt >= 1.0:
-                    last_metrics = self.agent.update(self.buffer.sample(cfg.batch_size))
+                    last_metrics = self.agent.update(self._sample_batch())
                     self.updates_done += 1
                     update_debt -= 1.0
 
@@ -167,6 +167,14 @@ class OnlineTrainer:
             self.best_eval = self.best_eval or self.last_eval
         self.logger.flush()
         return {"final": self.last_eval, "best": self.best_eval, "steps": self.step, "updates": self.updates_done}
+
+    def _sample_batch(self):
+        """A batch from the buffer, on the agent's device (`trainer.replay_device` may keep the buffer elsewhere)."""
+        batch = self.buffer.sample(self.cfg.batch_size)
+        if getattr(self.agent, "device", None) is None:
+            return batch
+        device = torch.device(self.agent.device)  # tensors already there are not copied
+        return batch.to(device, non_blocking=device.type == "cuda")  # a copy to the host must be synchronous
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
