@@ -33,7 +33,8 @@ RUN_OUTPUTS = ("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.cs
 # Keys that may differ from the run's config.yaml on resume: the flags, the run directory's name, console
 # output, the training length (so a finished run can be extended), and settings that change neither the agent
 # nor its data: evaluation, logging and checkpoint schedules, and the replay size (the buffer keeps its newest
-# rows). Any other change is refused. logging.tensorboard is not resumable: the curves would have a gap.
+# rows). Any other change is refused. logging.tensorboard is not resumable (the curves would have a gap), nor
+# trainer.keep_checkpoints (a smaller value would prune the checkpoints a dataset recipe still needs).
 RESUMABLE_KEYS = (
     "resume",
     "overwrite",
@@ -47,7 +48,6 @@ RESUMABLE_KEYS = (
     "trainer.eval_episodes",
     "trainer.eval_videos",
     "trainer.checkpoint_every",
-    "trainer.keep_checkpoints",
     "trainer.log_every",
     "trainer.save_replay",
     "trainer.replay_size",
@@ -69,8 +69,10 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
     latest = run_dir / "checkpoints" / "latest.pt"
     has_run = latest.exists() or (run_dir / "metrics.csv").exists()
     if has_run and not (cfg.resume or cfg.overwrite):
-        raise SystemExit(
-            f"error: {run_dir} already holds a run. Use resume=true to continue it, overwrite=true to "
+        from embodied_rl.trainers.builders import ConfigError
+
+        raise ConfigError(
+            f"{run_dir} already holds a run. Use resume=true to continue it, overwrite=true to "
             f"start afresh, or another name=/run_dir=."
         )
     if cfg.resume and latest.exists():
@@ -166,6 +168,8 @@ def remove_unused_run_dir(run_dir: Path) -> None:
     that this leaves empty, up to the working directory."""
     if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= {*HYDRA_FILES, "config.yaml"}:
         return
+    if Path.cwd().resolve().is_relative_to(run_dir.resolve()):  # run_dir=. (or above): never remove it
+        return
     shutil.rmtree(run_dir)
     cwd = Path.cwd().resolve()
     for parent in run_dir.resolve().parents:
@@ -252,21 +256,24 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
 
 
 def check_replay_fits(size: int, observation_space, action_space, device) -> None:
-    """Refuse, before allocating it, a replay buffer larger than the free memory of `device`."""
+    """Refuse, before allocating it, a replay buffer larger than half the free memory of `device` (the other
+    half for envs, networks and the checkpoints, which copy the buffer's rows)."""
     from embodied_rl.data.replay import ReplayBuffer, available_memory
     from embodied_rl.trainers.builders import ConfigError
 
     with config_errors():
         need = ReplayBuffer.nbytes(size, observation_space, action_space)
     free = available_memory(device)
-    if free is None or need <= free:
+    budget = None if free is None else free / 2  # half: envs, networks and checkpoints (which copy the rows)
+    if budget is None or need <= budget:
         return
     row = need / size
-    fit = max(int(free / 2 / row), 1)  # half: envs, networks and checkpoints (which copy the rows) need room too
+    fit = max(int(budget / row), 1)
     scale = 10 ** max(len(str(fit)) - 2, 0)  # rounded down to two significant digits
     raise ConfigError(
         f"trainer.replay_size={size} needs a {need / 1e9:.1f} GB replay buffer ({row / 1e3:.1f} kB per transition: "
-        f"obs and next_obs are stored separately) but {device} has {free / 1e9:.1f} GB available: "
+        f"obs and next_obs are stored separately) but {device} has {free / 1e9:.1f} GB available (the buffer may "
+        f"take half): "
         f"use trainer.replay_size={fit // scale * scale} or less"
     )
 
@@ -373,7 +380,7 @@ def main(cfg: DictConfig) -> None:
         train(cfg)
     except (UnknownTaskError, DatasetError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             # an ordinary exception fails this job only: Hydra runs the sweep's other jobs, then exits 1
             raise RuntimeError(f"{cfg.run_dir}: {err}") from None
         sys.exit(2)

@@ -377,6 +377,13 @@ def test_replay_buffer_wraps_around_and_round_trips_state_dict():
         ReplayBuffer(capacity=5, obs_shape=(OBS_DIM + 1,), action_dim=ACT_DIM).load_state_dict(buffer.state_dict())
 
 
+def test_replay_buffer_refuses_fields_with_different_row_counts():
+    buffer = ReplayBuffer(8, (2,), ACT_DIM)
+    with pytest.raises(ValueError, match="different numbers of rows"):  # one observation, three rewards
+        buffer.add(np.zeros(2), np.zeros((3, ACT_DIM)), np.zeros(3), np.zeros((3, 2)), np.zeros(3))
+    assert len(buffer) == 0
+
+
 def test_replay_buffer_stores_dict_observations_one_tensor_per_key():
     space = gym.spaces.Dict(
         {"pixels": gym.spaces.Box(0, 255, (4, 4, 3), np.uint8), "state": gym.spaces.Box(-1, 1, (2,), np.float32)}

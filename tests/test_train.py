@@ -110,7 +110,7 @@ def test_unknown_task_exits_with_code_2(tmp_path):
 
 def test_existing_run_is_not_overwritten_silently(tiny_run):
     result = run_cli([*TINY, f"run_dir={tiny_run}"])
-    assert result.returncode != 0 and "resume=true" in result.stderr + result.stdout
+    assert result.returncode == 2 and "resume=true" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
@@ -439,6 +439,8 @@ def test_replay_buffer_larger_than_the_memory_is_one_error_with_a_size_that_fits
     with pytest.raises(ConfigError, match=r"replay_size=100000 needs a .* GB .* use trainer.replay_size=1400 or less"):
         train_in_process([*TINY, f"run_dir={run_dir}", "trainer.replay_size=100000"])
     assert not run_dir.exists()
+    with pytest.raises(ConfigError, match="the buffer may take half"):  # 672 kB: fits in 1 MB, not in half of it
+        train_in_process([*TINY, f"run_dir={run_dir}", "trainer.replay_size=2000"])
     train_in_process([*TINY, f"run_dir={run_dir}", "trainer.replay_size=1400", "trainer.total_steps=20"])
 
 
@@ -563,3 +565,32 @@ def test_a_refused_job_does_not_stop_the_rest_of_a_sweep(tmp_path):
     assert swept.returncode != 0
     assert "agent.hidden_dims" in swept.stderr
     assert (tmp_path / "runs" / "seed2" / "results.json").exists()
+
+
+def test_resume_may_not_lower_keep_checkpoints(tmp_path):
+    """A dataset recipe reads every checkpoint of a keep_checkpoints=0 run: a resume must not prune them."""
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100", "trainer.keep_checkpoints=0"]
+    train_in_process([*args, "trainer.checkpoint_every=25"])
+    kept = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    assert len(kept) == 4
+    with pytest.raises(ConfigError, match="trainer.keep_checkpoints: 0 -> 1"):
+        train_in_process([*args, "trainer.checkpoint_every=25", "resume=true", "trainer.keep_checkpoints=1"])
+    assert sorted((run_dir / "checkpoints").glob("step_*.pt")) == kept
+
+
+def test_main_called_with_a_config_outside_hydra_reports_config_errors(tmp_path):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, f"run_dir={tmp_path / 'run'}", "trainer.kind=bogus"])
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("train").main(cfg)
+    assert exit_info.value.code == 2
+
+
+def test_a_config_error_never_removes_the_working_directory(tmp_path, monkeypatch):
+    """run_dir=. with a config error: the folder holds only Hydra's files, but it is where the user works."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "config.yaml").write_text("seed: 1\n")
+    load_script("train").remove_unused_run_dir(Path("."))
+    assert (tmp_path / "config.yaml").exists()

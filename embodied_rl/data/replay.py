@@ -145,6 +145,9 @@ class ReplayBuffer:
         for name, storage in storages.items():
             value = torch.as_tensor(batch[name], dtype=storage.dtype).to(self.device)
             tensors[name] = value.reshape(-1, *storage.shape[1:])  # one transition -> a batch of 1
+        rows = {name: value.shape[0] for name, value in tensors.items()}
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"replay fields hold different numbers of rows: {rows}")
         if mask is not None:
             keep = torch.as_tensor(mask, dtype=torch.bool).reshape(-1).to(self.device)
             tensors = {name: value[keep] for name, value in tensors.items()}
