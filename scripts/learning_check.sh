@@ -14,7 +14,8 @@ export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 .venv/bin/python scripts/train.py -m experiment=sac_metaworld name=sac_check device="$DEVICE" \
     env.task=metaworld/reach-v3,metaworld/drawer-open-v3 seed=1,2,3 \
     trainer.total_steps="$STEPS" trainer.eval_every=$((STEPS / 10)) trainer.checkpoint_every=$((STEPS / 10)) \
-    trainer.eval_videos=0 trainer.progress=false hydra/launcher=local hydra.launcher.n_jobs="$JOBS"
+    trainer.eval_videos=0 trainer.progress=false hydra/launcher=local hydra.launcher.n_jobs="$JOBS" \
+    resume=true  # a rerun skips finished runs, continues killed ones, extends all with a larger STEPS
 mkdir -p docs/results
 .venv/bin/python scripts/plot.py runs/sac_check/metaworld/reach-v3 runs/sac_check/metaworld/drawer-open-v3 \
     --out docs/results/sac_metaworld.png --title "SAC, Meta-World v3 from states, 3 seeds"

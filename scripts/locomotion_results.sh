@@ -8,7 +8,8 @@
 #                                       # the table lists every tier's IQL runs found under runs/
 # A finished SAC run is not retrained; to lengthen it, resume it with a larger budget and buffer, e.g.
 #   python scripts/train.py <the step-1 command below with the new STEPS> resume=true
-# and rebuild the datasets with OVERWRITE=1 (move the old IQL runs away first: a run directory is never reused).
+# and rebuild the datasets with OVERWRITE=1 (move the old IQL runs away first: the IQL sweep resumes, so it
+# would skip them as finished although their data changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -43,7 +44,7 @@ $PY scripts/train.py -m experiment=iql env=mujoco env.task="mujoco/$TASK" device
     trainer.dataset=${TIERS:-medium,medium-replay} trainer.reward.normalize=returns \
     trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) trainer.eval_episodes=10 \
     trainer.eval_videos=0 trainer.checkpoint_every="$UPDATES" trainer.progress=false seed=1,2,3 \
-    hydra/launcher=local hydra.launcher.n_jobs="$JOBS"
+    hydra/launcher=local hydra.launcher.n_jobs="$JOBS" resume=true  # reruns skip finished runs
 mkdir -p docs/results
 {
   echo "## SAC run used for the datasets"; $PY scripts/summarize.py "$RUN" --metric return_mean

@@ -17,7 +17,7 @@ export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 PY=.venv/bin/python
 COMMON=(trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) trainer.eval_episodes=10
         trainer.eval_videos=0 trainer.checkpoint_every="$UPDATES" trainer.progress=false seed=1,2,3
-        hydra/launcher=local hydra.launcher.n_jobs="$JOBS")
+        hydra/launcher=local hydra.launcher.n_jobs="$JOBS" resume=true)  # reruns skip finished runs
 
 # IQL on two quality tiers
 $PY scripts/train.py -m experiment=iql env.task="$IQL_TASKS" trainer.dataset=medium,mixed "${COMMON[@]}"

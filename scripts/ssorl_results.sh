@@ -30,7 +30,7 @@ COMMON=(experiment=ssorl env="$ENV" trainer.dataset="$DATASET" trainer.reward.no
         ssorl.idm.steps="$IDM_STEPS" ssorl.idm.progress=false
         trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) trainer.eval_episodes="$EVAL_EPISODES"
         trainer.eval_videos=0 trainer.checkpoint_every="$UPDATES" trainer.progress=false seed="$SEEDS"
-        hydra/launcher=local hydra.launcher.n_jobs="$JOBS")
+        hydra/launcher=local hydra.launcher.n_jobs="$JOBS" resume=true)  # reruns skip finished runs
 
 if [[ "$TABLES_ONLY" == 0 ]]; then
   $PY scripts/train.py -m env.task="$TASKS" ssorl.arm=labelled_only,semi_supervised,oracle "${COMMON[@]}"
@@ -49,7 +49,9 @@ mkdir -p docs/results
   $PY scripts/summarize.py runs/ssorl_iql_"$DATASET"_* --metric success_rate --metric return_mean --metric normalized_score
   echo; echo "## proxy actions of the inverse dynamics model on the unlabelled part: MSE, explained variance"
   for run in runs/ssorl_iql_"$DATASET"_semi_supervised_k*/*/*/seed*; do
-    echo "$run $($PY -c "import json,sys; d = json.load(open(sys.argv[1]))
-print(round(d['proxy_action_mse'], 4), round(d['proxy_action_explained_variance'], 3))" "$run/ssorl.json")"
+    if [[ ! -f $run/ssorl.json ]]; then echo "$run (no ssorl.json: killed before the IDM finished?)"; continue; fi
+    error=$($PY -c "import json,sys; d = json.load(open(sys.argv[1]))
+print(round(d['proxy_action_mse'], 4), round(d['proxy_action_explained_variance'], 3))" "$run/ssorl.json")
+    echo "$run $error"
   done
 } | tee "docs/results/ssorl_${ENV}_${DATASET}.md"

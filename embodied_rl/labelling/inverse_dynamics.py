@@ -29,7 +29,8 @@ validation trajectories never leak into it); the statistics are buffers of the m
 
 **Input encoding** (`inputs`, ours; the paper feeds the states). `"states"`: the W standardised states, as in
 the paper. `"differences"`: the same window re-expressed, without loss, as s_t and its W-1 consecutive
-differences s_{j+1} - s_j, each standardised with its own training statistics. The information is the same
+differences s_{j+1} - s_j, s_t standardised with the states' training statistics and every difference with the
+statistics of the training data's one-step differences. The information is the same
 (a linear bijection of the window), but where one action moves the state little next to the spread of the
 states themselves (Meta-World: the hand moves ~2 mm per step, its position spreads 7-10 cm over the data) a
 standardised state window holds the motion at ~2 % of the input scale, while the standardised differences put
@@ -101,7 +102,7 @@ class InverseDynamicsModel(nn.Module):
         min_log_std: float = -5.0,
         max_log_std: float = 2.0,
         action_eps: float = 1e-4,
-        inputs: str = "states",
+        inputs: str = "differences",
     ):
         super().__init__()
         if inputs not in INPUT_ENCODINGS:
@@ -241,7 +242,7 @@ class IDMConfig:
     eval_every: int = 1_000  # validation every N updates (and after the last one)
     val_fraction: float = 0.1  # fraction of labelled trajectories held out (>= 1 when there are >= 2)
     select_metric: str = "nll"  # nll | mse: validation metric whose best weights are kept
-    inputs: str = "states"  # states | differences: encoding of the state window (module docstring)
+    inputs: str = "differences"  # differences (ours) | states (paper): encoding of the state window (module docstring)
     progress: bool = False  # tqdm progress bar
 
     def __post_init__(self) -> None:
