@@ -16,7 +16,9 @@ CPU_TORCH_INDEX=${CPU_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
-if ! has_gpu && ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
+# grep reads a process substitution, not a pipe: under pipefail, `ldconfig -p | grep -q` can fail with
+# 141 (SIGPIPE on ldconfig once grep exits early) and make an installed OSMesa look missing.
+if ! has_gpu && ! grep -q libOSMesa < <(ldconfig -p 2>/dev/null); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "[setup] installing libosmesa6 (headless rendering)"
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libosmesa6 >/dev/null) \
@@ -53,4 +55,13 @@ if [ ! -f "$stamp" ]; then
     echo "[setup] installing embodied_rl with extras dev, llm, cluster"
     "${PIP[@]}" install -e ".[dev,llm,cluster]"
     touch "$stamp"
+fi
+
+# An existing venv made on a CPU machine keeps its CPU torch (the stamp skips the pip step and
+# "import torch" succeeds), so switch it to the CUDA build once a GPU is visible. pip treats
+# 2.13.0+cpu as satisfying ==2.13.0, hence the uninstall first.
+if has_gpu && "$VENV/bin/python" -c "import sys, torch; sys.exit(0 if torch.version.cuda is None else 1)" 2>/dev/null; then
+    echo "[setup] NVIDIA GPU found but $VENV has the CPU build of torch: replacing it with the CUDA build of torch==$TORCH_VERSION"
+    "${PIP[@]}" uninstall -y torch
+    "${PIP[@]}" install "torch==$TORCH_VERSION"
 fi
