@@ -60,8 +60,14 @@ fi
 # An existing venv made on a CPU machine keeps its CPU torch (the stamp skips the pip step and
 # "import torch" succeeds), so switch it to the CUDA build once a GPU is visible. pip treats
 # 2.13.0+cpu as satisfying ==2.13.0, hence the uninstall first.
-if has_gpu && "$VENV/bin/python" -c "import sys, torch; sys.exit(0 if torch.version.cuda is None else 1)" 2>/dev/null; then
+cpu_torch() { "$VENV/bin/python" -c "import sys, torch; sys.exit(0 if torch.version.cuda is None else 1)" 2>/dev/null; }
+tried="$VENV/.embodied_rl-cuda-torch-unavailable"  # tried once: the registry gave a CPU build again
+if has_gpu && [ ! -f "$tried" ] && cpu_torch; then
     echo "[setup] NVIDIA GPU found but $VENV has the CPU build of torch: replacing it with the CUDA build of torch==$TORCH_VERSION"
     "${PIP[@]}" uninstall -y torch
     "${PIP[@]}" install "torch==$TORCH_VERSION"
+    if cpu_torch; then
+        echo "[setup] warning: the package index offered only a CPU build of torch==$TORCH_VERSION; training runs on CPU"
+        touch "$tried"
+    fi
 fi
