@@ -28,6 +28,7 @@ def test_write_video_pads_odd_sizes(tmp_path, size, expected):
     assert len(frames) == 3
     assert frames[0].shape[:2] == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # no temporary file left
+    assert out.stat().st_mode & 0o044, "a video must be readable by others (umask permitting), like any output"
 
 
 def test_write_video_failure_leaves_no_file(tmp_path):

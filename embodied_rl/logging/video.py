@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,9 +32,8 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 30) -
         raise ValueError(f"no frames to write to {path}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".mp4")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # ffmpeg creates the temporary file itself, so it gets the usual permissions (mkstemp's would be 0600)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix or '.mp4'}")
     try:
         # macro_block_size=1 stops imageio resizing to multiples of 16 (84x84 would become 96x96);
         # _even_frame supplies the even sizes that yuv420p needs.
