@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,21 +24,86 @@ def chronological_rows(state: dict[str, Any]) -> torch.Tensor:
 
 
 def available_memory(device: str | torch.device) -> int | None:
-    """Bytes free for a new allocation on `device`: /proc/meminfo's MemAvailable for the CPU, the free
-    memory of a CUDA device; None where unknown (e.g. not Linux)."""
+    """Bytes free for a new allocation on `device`: for the CPU, /proc/meminfo's MemAvailable or, if tighter,
+    what the process's memory cgroup still allows (a Slurm job's or container's limit); the free memory of a
+    CUDA device; None where unknown (e.g. not Linux)."""
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type != "cpu":
         return None
+    host = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
+                    host = int(line.split()[1]) * 1024  # kB
     except OSError:
         pass
-    return None
+    limits = [b for b in (host, cgroup_memory_headroom()) if b is not None]
+    return min(limits) if limits else None
+
+
+# cgroup v2 and v1 names of: the limit, the usage, the memory.stat key of reclaimable page cache in the usage.
+_CGROUP_FILES = {
+    "v2": ("memory.max", "memory.current", "inactive_file"),
+    "v1": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+
+
+def cgroup_memory_headroom(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int | None:
+    """Bytes this process's memory cgroup may still allocate: limit - (usage - inactive page cache), the
+    tightest over the cgroup and its ancestors (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`);
+    None without a limit or where cgroups are not readable."""
+    try:
+        with open(proc_cgroup) as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f]
+    except OSError:
+        return None
+    candidates = []  # (mount point, the cgroup's path under it, file names)
+    for entry in entries:
+        if len(entry) != 3:
+            continue
+        _, controllers, path = entry
+        if controllers == "":  # v2 unified hierarchy, at the root or (hybrid systems) under unified/
+            for mount in (root, os.path.join(root, "unified")):
+                if os.path.exists(os.path.join(mount, "cgroup.controllers")):
+                    candidates.append((mount, path, _CGROUP_FILES["v2"]))
+                    break
+        elif "memory" in controllers.split(","):
+            candidates.append((os.path.join(root, "memory"), path, _CGROUP_FILES["v1"]))
+    headroom = None
+    for mount, path, (limit_file, usage_file, inactive_key) in candidates:
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts), -1, -1):  # the cgroup itself, then each ancestor up to the mount
+            directory = os.path.join(mount, *parts[:depth])
+            free = _cgroup_level_headroom(directory, limit_file, usage_file, inactive_key)
+            if free is not None:
+                headroom = free if headroom is None else min(headroom, free)
+    return headroom
+
+
+def _cgroup_level_headroom(directory: str, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
+    """limit - (usage - inactive page cache) of one cgroup directory; None if unlimited or unreadable."""
+    try:
+        with open(os.path.join(directory, limit_file)) as f:
+            limit = f.read().strip()
+        if limit == "max" or int(limit) >= 2**60:  # v1 writes "unlimited" as a number near 2**63
+            return None
+        with open(os.path.join(directory, usage_file)) as f:
+            usage = int(f.read().strip())
+        inactive = 0
+        try:
+            with open(os.path.join(directory, "memory.stat")) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == inactive_key:
+                        inactive = int(value)
+        except OSError:
+            pass
+        return max(int(limit) - max(usage - inactive, 0), 0)
+    except (OSError, ValueError):
+        return None
 
 
 def _obs_spec(space: gym.Space) -> tuple[Any, Any]:
