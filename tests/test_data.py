@@ -377,6 +377,29 @@ def test_replay_buffer_wraps_around_and_round_trips_state_dict():
         ReplayBuffer(capacity=5, obs_shape=(OBS_DIM + 1,), action_dim=ACT_DIM).load_state_dict(buffer.state_dict())
 
 
+def test_replay_buffer_samples_only_the_filled_rows():
+    buffer = ReplayBuffer(capacity=100, obs_shape=(OBS_DIM,), action_dim=ACT_DIM)
+    for i in (1, 2, 3):
+        buffer.add(np.full(OBS_DIM, i), np.zeros(ACT_DIM), float(i), np.full(OBS_DIM, i + 1), False)
+    batch = buffer.sample(500, torch.Generator().manual_seed(0))
+    assert set(batch.obs[:, 0].tolist()) == {1.0, 2.0, 3.0}  # never one of the 97 empty (zero) rows
+    torch.testing.assert_close(batch.reward, batch.obs[:, 0])
+
+
+def test_replay_buffer_batch_larger_than_capacity_keeps_the_newest_rows():
+    from embodied_rl.data.replay import chronological_rows
+
+    buffer = ReplayBuffer(capacity=4, obs_shape=(OBS_DIM,), action_dim=ACT_DIM)
+    buffer.add(np.full(OBS_DIM, -1.0), np.zeros(ACT_DIM), -1.0, np.zeros(OBS_DIM), False)  # write head at row 1
+    values = np.arange(6, dtype=np.float32)  # 6 rows from a vector env into 4
+    column = np.repeat(values[:, None], OBS_DIM, axis=1)
+    buffer.add(column, np.zeros((6, ACT_DIM)), values, column + 1, np.zeros(6))
+    assert (len(buffer), buffer.ptr) == (4, 1)
+    assert buffer.obs[chronological_rows(buffer.state_dict()), 0].tolist() == [2, 3, 4, 5]
+    torch.testing.assert_close(buffer.next_obs, buffer.obs + 1)
+    torch.testing.assert_close(buffer.reward, buffer.obs[:, 0])
+
+
 def test_replay_buffer_refuses_fields_with_different_row_counts():
     buffer = ReplayBuffer(8, (2,), ACT_DIM)
     with pytest.raises(ValueError, match="different numbers of rows"):  # one observation, three rewards
@@ -498,6 +521,15 @@ def test_collect_dataset_with_a_plain_gym_env(minari_root):
     assert [t.seed for t in trajectories] == [5, 6, 7]
     assert all(t.frames.shape == (7, 4, 4, 3) and t.truncations[-1] for t in trajectories)
     assert open_dataset("embodied_rl/pendulum/random-v0").storage.metadata["embodied_rl"]["collection"] == stats
+
+
+def test_rollout_stops_after_max_steps_as_a_truncation():
+    from embodied_rl.data.collection import rollout
+
+    env = gym.make("Pendulum-v1")  # its own time limit is 200 steps
+    trajectory = rollout(env, RandomPolicy(env.action_space, 0), seed=0, max_steps=5)
+    assert len(trajectory) == 5 and trajectory.observations.shape == (6, 3)
+    assert trajectory.truncations.tolist() == [False] * 4 + [True] and not trajectory.terminations.any()
 
 
 # ---------------------------------------------------------------- Meta-World: collect -> Minari -> load

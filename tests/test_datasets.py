@@ -11,12 +11,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from script_helpers import load_script, train_in_process
 
-from embodied_rl.data import ReplayBuffer, load_trajectories, make_behaviour_policy, open_dataset
+from embodied_rl.data import (
+    ReplayBuffer,
+    Trajectory,
+    load_trajectories,
+    make_behaviour_policy,
+    open_dataset,
+    write_dataset,
+)
 from embodied_rl.data.minari_io import dataset_exists, update_metadata
 from embodied_rl.data.recipes import (
     MEDIUM_NOISE,
@@ -29,6 +37,7 @@ from embodied_rl.data.recipes import (
     pick_medium_step,
     sac_run_tiers,
     split_episodes,
+    tier_summary,
 )
 
 MW_TASK, MW_EPISODES = "metaworld/drawer-open-v3", 7
@@ -218,6 +227,25 @@ def test_make_datasets_rejects_medium_noise_out_of_range(minari_root):
         with pytest.raises(SystemExit, match=message):
             script.main(["metaworld", "--tasks", "drawer-open-v3", f"--medium-noise={noise}", "--no-progress"])
     assert not minari_root.exists() or not any(minari_root.rglob("*.hdf5"))  # nothing built
+
+
+def test_tier_summary_normalises_the_return_between_the_reference_scores():
+    """D4RL's normalised score: 0 at the random policy's reference return, 100 at the expert's."""
+    zeros = np.zeros(3, dtype=bool)
+    trajectory = Trajectory(np.zeros((4, 2), np.float32), np.zeros((3, 1), np.float32), np.ones(3), zeros, zeros, zeros)
+    dataset_id = "embodied_rl/summary/medium-v0"
+    dataset = write_dataset(
+        [trajectory],
+        dataset_id,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+        action_space=gym.spaces.Box(-1, 1, (1,), np.float32),
+    )
+    collection = {"return_mean": 20.0, "success_rate": 0.5}
+    update_metadata(dataset, {"ref_min_score": 10.0, "ref_max_score": 50.0, "embodied_rl": {"collection": collection}})
+    row = tier_summary(dataset_id, "medium")
+    assert (row["ref_min"], row["ref_max"], row["return_mean"]) == (10.0, 50.0, 20.0)
+    assert row["normalized"] == pytest.approx(25.0)
+    assert (row["episodes"], row["steps"]) == (1, 3)
 
 
 # ---------------------------------------------------------------- replay buffer -> episodes

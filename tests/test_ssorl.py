@@ -100,6 +100,13 @@ def test_split_rounds_to_at_least_one_and_quantile_one_uses_everything():
     assert drawn == set(range(7))
 
 
+def test_split_labels_the_rounded_fraction_of_the_trajectories():
+    trajectories = [linear_trajectory(e, steps=3) for e in range(20)]
+    for fraction, expected in ((0.19, 4), (0.125, 3), (0.1, 2)):  # round(3.8), round(2.5) (half up), round(2.0)
+        labelled, unlabelled = split_trajectories(trajectories, labelled_fraction=fraction, return_quantile=1.0)
+        assert (len(labelled), len(unlabelled)) == (expected, 20 - expected), fraction
+
+
 def test_split_draws_uniformly_from_the_pool_and_is_deterministic_by_seed():
     trajectories = [linear_trajectory(e, steps=3) for e in range(20)]
 
@@ -151,6 +158,33 @@ def test_model_predicts_trajectories_through_the_same_windows():
         expected = model.predict(windows).numpy()
     np.testing.assert_allclose(model.predict_actions(trajectory.observations), expected, rtol=1e-6)
     assert model.net(torch.zeros(1, 5 * OBS_DIM)).shape == (3, 1, 2 * ACT_DIM)
+
+
+def test_proxy_actions_are_the_ensemble_mean_of_the_members_predictions():
+    torch.manual_seed(0)
+    model = InverseDynamicsModel(OBS_DIM, ACT_DIM, hidden_dims=(16,), ensemble_size=3)  # untrained: members differ
+    windows = torch.as_tensor(state_windows(linear_trajectory(0, steps=10).observations, 1))  # (T, 3, D)
+    with torch.no_grad():
+        loc, _ = model.net(model.encode(windows)).chunk(2, dim=-1)  # (E, T, A)
+        proxy = model.predict(windows)
+    members = torch.tanh(loc)  # each member's deterministic action
+    torch.testing.assert_close(proxy, members.mean(dim=0))
+    assert not torch.allclose(proxy, members[0], atol=1e-3)
+
+
+def test_idm_evaluation_is_the_per_element_mse_and_the_members_mean_nll():
+    torch.manual_seed(0)
+    model = InverseDynamicsModel(OBS_DIM, ACT_DIM, hidden_dims=(16,), ensemble_size=2)
+    trajectories = [linear_trajectory(e, steps=8) for e in range(3)]
+    metrics = evaluate_inverse_dynamics(model, trajectories)
+
+    windows = torch.as_tensor(np.concatenate([state_windows(t.observations, 1) for t in trajectories]))  # (N, W, D)
+    actions = torch.as_tensor(np.concatenate([t.actions for t in trajectories]))  # (N, A)
+    with torch.no_grad():
+        log_prob = model.distribution(windows).log_prob(actions, eps=model.action_eps)  # (E, N)
+        squared_error = (model.predict(windows) - actions).square()  # (N, A)
+    assert metrics["nll"] == pytest.approx(-float(log_prob.mean()), rel=1e-5)
+    assert metrics["mse"] == pytest.approx(float(squared_error.mean()), rel=1e-5)
 
 
 # ---------------------------------------------------------------- inverse dynamics
@@ -259,6 +293,14 @@ def test_idm_training_is_deterministic_for_a_seed_and_handles_boundary_actions()
     assert np.isfinite(report_a.train_nll).all() and np.isfinite(report_a.val_nll).all()
 
 
+def test_idm_is_evaluated_after_the_last_update_between_evaluations():
+    """`eval_every` that does not divide `steps`: the final weights are still validated and may be selected."""
+    trajectories = [linear_trajectory(e, steps=10) for e in range(4)]
+    _, report = train_inverse_dynamics(trajectories, tiny_cfg(steps=25, eval_every=10), seed=0)
+    assert report.eval_steps == [10, 20, 25] and len(report.val_nll) == len(report.train_nll) == 3
+    assert report.best_val_nll == min(report.val_nll)
+
+
 def test_idm_rejects_unusable_labelled_data():
     bad = linear_trajectory(0, steps=5)
     bad.actions = bad.actions * 3
@@ -301,6 +343,16 @@ def test_labelling_fills_only_missing_actions(split_and_model):
     np.testing.assert_array_equal(out[2].actions[~missing], known[~missing])
     np.testing.assert_allclose(out[2].actions[missing], proxy[missing])
     np.testing.assert_array_equal(out[2].infos["proxy_action"], missing)
+
+
+def test_labelling_fills_steps_with_only_some_action_dims_missing(split_and_model):
+    _, _, _, model = split_and_model
+    partial = linear_trajectory(99, steps=8)
+    partial.actions[3, 0] = np.nan  # one unknown dim makes the step's action unknown
+    (out,) = label_trajectories(model, [partial])
+    assert np.isfinite(out.actions).all()
+    np.testing.assert_array_equal(out.infos["proxy_action"], np.arange(8) == 3)
+    np.testing.assert_allclose(out.actions[3], model.predict_actions(partial.observations)[3])
 
 
 def test_action_error_matches_a_direct_computation(split_and_model):
