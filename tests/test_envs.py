@@ -172,6 +172,8 @@ def test_metaworld_positions_are_random_per_episode_and_reproduce_from_the_seed(
     assert not np.allclose(next_episode, first)
     seeded_by_config = make_env(task="metaworld/reach-v3", seed=0)
     assert np.array_equal(goal_and_object(seeded_by_config.reset()[0]), first)
+    # the config seeds the first reset only: the next episodes continue its stream (as in a vector env)
+    assert np.array_equal(goal_and_object(seeded_by_config.reset()[0]), next_episode)
 
 
 def test_locomotion_reset_noise_reproduces_from_the_seed():
@@ -302,10 +304,11 @@ def test_humanoid_actions_are_rescaled_to_its_control_range():
     assert sim.action_space.high.max() < 1
 
 
-def test_locomotion_actions_are_clipped_before_the_control_cost():
+@pytest.mark.parametrize("task", ["mujoco/HalfCheetah-v5", "mujoco/Humanoid-v5"])  # Humanoid: rescaled actions
+def test_locomotion_actions_are_clipped_before_the_control_cost(task):
     steps = []
     for value in (1.0, 3.0):
-        env = make_env(task="mujoco/HalfCheetah-v5", seed=0)
+        env = make_env(task=task, seed=0)
         env.reset()
         steps.append(env.step(np.full(env.action_space.shape, value, np.float32))[:2])
     (obs_in, reward_in), (obs_out, reward_out) = steps

@@ -508,6 +508,152 @@ def test_online_trainer_counts_success_on_the_last_step_and_logs_episodes_at_the
     assert np.abs(actions).max() > 1.0 and np.abs(actions).max() <= 2.0  # warm-up spans the action bounds
 
 
+class RandomStart(FinalStepSuccess):
+    """FinalStepSuccess whose first observation is drawn from the reset seed."""
+
+    def reset(self, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        return self.np_random.uniform(-1.0, 1.0, 1).astype(np.float32), info
+
+
+class FlashOfSuccess(FinalStepSuccess):
+    """Succeeds on step 2 of 3 only; renders a frame filled with the step count."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = super().step(action)
+        return obs, reward, terminated, truncated, {"success": self.t == 2}
+
+    def render(self):
+        return np.full((4, 4, 3), self.t, np.uint8)
+
+
+class RandomAgent:
+    """Samples actions from torch's global RNG unless deterministic (as SAC does); records how it was called."""
+
+    device = None
+
+    def __init__(self):
+        self.updates, self.deterministic = 0, []
+
+    def act(self, obs, deterministic=False):
+        self.deterministic.append(deterministic)
+        if deterministic:  # the mean action: no draw
+            return np.zeros((*np.shape(obs)[:-1], 1), np.float32)
+        return (4 * torch.rand(*np.shape(obs)[:-1], 1) - 2).numpy()
+
+    def update(self, batch):
+        self.updates += 1
+        return {}
+
+    def state_dict(self):
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.updates = state["updates"]
+
+
+def tiny_online_trainer(run_dir, env_class=FinalStepSuccess, seed=0, **options):
+    """An OnlineTrainer on two `env_class` envs with a RandomAgent, a real replay buffer and a CSV logger."""
+    from embodied_rl.data import ReplayBuffer
+    from embodied_rl.logging import RunLogger
+    from embodied_rl.trainers import OnlineTrainer, OnlineTrainerConfig
+
+    envs = gym.vector.SyncVectorEnv([env_class] * 2, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    buffer = ReplayBuffer.from_spaces(100, envs.single_observation_space, envs.single_action_space)
+    defaults = dict(batch_size=4, eval_every=0, eval_episodes=2, checkpoint_every=0, log_every=0, progress=False)
+    cfg = OnlineTrainerConfig(**{**defaults, **options})
+    logger = RunLogger(run_dir, tensorboard=False, console=False)
+    return OnlineTrainer(cfg, envs, env_class(), RandomAgent(), buffer, logger, run_dir, seed=seed)
+
+
+@pytest.mark.parametrize("utd_ratio, updates", [(0.25, 3), (2.0, 28)])
+def test_online_trainer_makes_utd_ratio_updates_per_env_step_after_the_warm_up(tmp_path, utd_ratio, updates):
+    trainer = tiny_online_trainer(tmp_path, total_steps=18, seed_steps=6, utd_ratio=utd_ratio)
+    results = trainer.train()  # 7 vector steps of 2 env steps from step 6 on: 14 env steps
+    assert results["updates"] == trainer.agent.updates == updates
+
+
+def test_online_trainer_stores_true_last_observations_and_truncation_is_not_termination(tmp_path):
+    trainer = tiny_online_trainer(tmp_path, total_steps=12, seed_steps=100)
+    trainer.train()
+    buffer = trainer.buffer
+    assert buffer.size == 12
+    # obs counts the steps of its episode: the last step (truncated) leads to obs 3, not to the reset's 0
+    torch.testing.assert_close(buffer.next_obs[:12], buffer.obs[:12] + 1)
+    assert buffer.terminated[:12].sum() == 0
+
+
+def test_online_runs_with_different_seeds_start_their_episodes_differently(tmp_path):
+    first_obs = []
+    for seed in (0, 1):
+        trainer = tiny_online_trainer(tmp_path / f"seed{seed}", RandomStart, seed=seed, total_steps=2, seed_steps=10)
+        trainer.train()
+        first_obs += trainer.buffer.obs[:2, 0].tolist()
+    assert len(set(first_obs)) == 4, first_obs  # no sub-env of one run starts like one of the other
+
+
+@pytest.mark.parametrize(
+    "seed_steps, utd_ratio, updates",
+    [(4, 1.0, 10), (8, 1.0, 6), (2, 0.25, 3)],  # the checkpoint (step 6) after the warm-up, within it, or
+)  # owing half an update (0.25 x 2 envs per vector step: updates at steps 4, 8 and 12)
+def test_online_resume_continues_the_random_streams_of_the_uninterrupted_run(tmp_path, seed_steps, utd_ratio, updates):
+    """Checkpoint at step 6, an episode boundary: the warm-up actions (the trainer's generator), the agent's
+    sampled actions and minibatches (torch's global RNG) and the update schedule continue as if the run had
+    never stopped."""
+    options = dict(seed_steps=seed_steps, utd_ratio=utd_ratio)
+    torch.manual_seed(0)
+    whole = tiny_online_trainer(tmp_path / "whole", total_steps=12, **options)
+    whole.train()
+    torch.manual_seed(0)
+    tiny_online_trainer(tmp_path / "split", total_steps=6, **options).train()
+    torch.manual_seed(0)  # a new process seeds everything again before it resumes
+    resumed = tiny_online_trainer(tmp_path / "split", total_steps=12, **options)
+    resumed.resume(tmp_path / "split")
+    resumed.train()
+    assert resumed.updates_done == whole.updates_done == updates
+    torch.testing.assert_close(resumed.buffer.action[:12], whole.buffer.action[:12], rtol=0, atol=0)
+
+
+def test_evaluation_is_deterministic_counts_success_at_any_step_and_records_every_frame(tmp_path, monkeypatch):
+    from embodied_rl.trainers import evaluation
+
+    videos = []
+    monkeypatch.setattr(evaluation, "write_video", lambda path, frames, fps: videos.append(frames) or path)
+    trainer = tiny_online_trainer(tmp_path, FlashOfSuccess, eval_videos=1)
+    result = trainer.evaluate()
+    assert result["success_rate"] == 1.0 and result["length_mean"] == 3
+    assert trainer.agent.deterministic == [True] * 6
+    assert [frame[0, 0, 0] for frame in videos[0]] == [0, 1, 2, 3]  # the reset frame, then one per step
+
+
+def test_online_schedules_fire_when_the_step_passes_a_multiple_with_several_envs(tmp_path):
+    """Two envs step by 2: eval_every=5 evaluates at steps 6 and 10 (and at the end), checkpoints likewise."""
+    trainer = tiny_online_trainer(
+        tmp_path, total_steps=12, seed_steps=100, eval_every=5, checkpoint_every=5, keep_checkpoints=0
+    )
+    trainer.train()
+    assert [int(r["step"]) for r in metric_rows(tmp_path) if r.get("eval/success_rate")] == [6, 10, 12]
+    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("step_*.pt"))] == [
+        f"step_{step:09d}.pt" for step in (6, 10, 12)
+    ]
+
+
+def test_best_evaluation_ranks_success_rate_before_return():
+    from embodied_rl.trainers.evaluation import is_better
+
+    solved, rewarding = {"success_rate": 0.5, "return_mean": 10.0}, {"success_rate": 0.0, "return_mean": 900.0}
+    assert is_better(solved, rewarding) and not is_better(rewarding, solved) and is_better(rewarding, None)
+
+
+def test_checkpoint_pruning_keeps_the_newest_files(tmp_path):
+    from embodied_rl.trainers import load_checkpoint, save_checkpoint
+
+    for step in (100, 200, 300):
+        save_checkpoint(tmp_path, step, {"agent": {}}, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step_*.pt")) == ["step_000000200.pt", "step_000000300.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 300
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -48,6 +48,7 @@ class OnlineTrainer:
         self.seed = seed
         self.step = 0
         self.updates_done = 0
+        self.update_debt = 0.0  # updates owed by a fractional utd_ratio, carried across vector steps
         self.episodes_done = 0
         self.best_eval: dict[str, Any] | None = None  # kept across resumes
         self.last_eval: dict[str, Any] | None = None
@@ -63,6 +64,7 @@ class OnlineTrainer:
             "trainer": {
                 "step": self.step,
                 "updates_done": self.updates_done,
+                "update_debt": self.update_debt,
                 "episodes_done": self.episodes_done,
                 "best_eval": self.best_eval,
                 "last_eval": self.last_eval,
@@ -84,6 +86,7 @@ class OnlineTrainer:
         self.agent.load_state_dict(ckpt["agent"])
         trainer = ckpt["trainer"]
         self.step, self.updates_done = trainer["step"], trainer["updates_done"]
+        self.update_debt = trainer.get("update_debt", 0.0)  # absent from checkpoints before 2026-11-23
         self.episodes_done = trainer["episodes_done"]
         self.best_eval, self.last_eval = trainer.get("best_eval"), trainer.get("last_eval")
         self.action_rng.bit_generator.state = trainer["action_rng"]
@@ -91,6 +94,7 @@ class OnlineTrainer:
             self.buffer.load_state_dict(ckpt["buffer"])
         else:
             self.warmup_until = self.step + max(self.cfg.seed_steps, self.cfg.batch_size)
+            self.update_debt = 0.0
             self.logger.summary(
                 f"[resume] warning: the checkpoint holds no replay buffer (save_replay=false); "
                 f"{self.warmup_until - self.step} random steps refill it before updates resume"
@@ -107,12 +111,12 @@ class OnlineTrainer:
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
         # After a resume the envs restart from fresh episodes seeded by the step, so resumed runs differ
-        # from uninterrupted ones only in where the interrupted episodes were cut. With one env the reset
-        # seed is seed + step; with several, sub-env seeds never overlap those of another run's seed.
+        # from uninterrupted ones only in where the interrupted episodes were cut. The reset seed is
+        # seed + step (0 at the start), spread over the sub-envs so that at the start of a run they never
+        # share a seed with another run's sub-envs (after a resume, seed + step may equal another run's seed).
         obs, _ = self.envs.reset(seed=subenv_seeds(self.seed + self.step, self.num_envs))
         episode_return = np.zeros(self.num_envs)
         episode_success = np.zeros(self.num_envs, dtype=bool)
-        update_debt = 0.0
         last_metrics: dict[str, torch.Tensor] = {}
         tick, tick_step = time.perf_counter(), self.step
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not cfg.progress, dynamic_ncols=True)
@@ -141,11 +145,11 @@ class OnlineTrainer:
                 episode_return[i], episode_success[i] = 0.0, False
 
             if self.step >= self.warmup_until:
-                update_debt += cfg.utd_ratio * self.num_envs
-                while update_debt >= 1.0:
+                self.update_debt += cfg.utd_ratio * self.num_envs
+                while self.update_debt >= 1.0:
                     last_metrics = self.agent.update(self._sample_batch())
                     self.updates_done += 1
-                    update_debt -= 1.0
+                    self.update_debt -= 1.0
 
             if _crossed(self.step, self.num_envs, cfg.log_every):
                 now = time.perf_counter()
