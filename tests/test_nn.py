@@ -268,6 +268,16 @@ def test_conv_encoder_channels_first_and_leading_dims():
     torch.testing.assert_close(out[1, 2], last(images[1, 2:3])[0])
 
 
+def test_conv_encoder_scales_pixels_to_plus_minus_half():
+    """The convolutions see uint8 pixels as x / 255 - 0.5, channels first (SAC-AE / DrQ)."""
+    encoder = ConvEncoder((16, 16, 3), feature_dim=4, num_layers=1)
+    seen = []
+    encoder.convs[0].register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    images = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
+    encoder(images)
+    torch.testing.assert_close(seen[0], images.permute(0, 3, 1, 2).float() / 255.0 - 0.5)
+
+
 def _shift_reference(image: torch.Tensor, pad: int, dy: int, dx: int) -> torch.Tensor:
     """Replicate-pad an (H, W, C) image by `pad` and crop at offset (pad + dy, pad + dx)."""
     padded = torch.nn.functional.pad(image.permute(2, 0, 1)[None].float(), (pad,) * 4, mode="replicate")[0]
@@ -293,6 +303,9 @@ def test_random_shift_is_a_replicate_padded_crop():
         assert matches, "output is not a shifted crop of the padded input"
         offsets.add(matches[0])
     assert len(offsets) > 3  # independent offsets per sample
+    rows, cols = {dy for dy, _ in offsets}, {dx for _, dx in offsets}
+    assert min(rows) < 0 < max(rows) and min(cols) < 0 < max(cols)  # shifts both ways along both axes
+    assert any(dy != dx for dy, dx in offsets)  # vertical and horizontal shifts drawn independently
     assert torch.equal(random_shift(images, 0), images)
     torch.manual_seed(1)
     channels_first = random_shift(images.permute(0, 3, 1, 2), pad, channels_last=False)

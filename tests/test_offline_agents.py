@@ -240,6 +240,36 @@ def test_update_normalises_raw_observations(name):
         assert_same_metrics(expected, got, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["iql", "td3bc", "bc_mse", "bc_nll"])
+def test_update_losses_see_normalised_obs_and_next_obs_and_unit_actions(name):
+    """The first update's losses are the loss methods applied to (obs - mean) / std, (next_obs - mean) / std and
+    the dataset actions rescaled from the action space's bounds to [-1, 1]."""
+    low, high = np.array([0.0, -2.0, 10.0], np.float32), np.array([1.0, 2.0, 12.0], np.float32)
+    extra = {"policy_update_every": 1} if name == "td3bc" else {}  # TD3+BC: an actor step in the first update
+    agent = fitted(make(name, action_space=gym.spaces.Box(low, high, dtype=np.float32), **extra))
+    b = make_batch(obs_shift=5.0)
+    unit_action = b["action"]
+    env_action = torch.as_tensor(low) + (unit_action + 1) / 2 * torch.as_tensor(high - low)
+    mean, std = agent.normalizer.mean, agent.normalizer.std
+    obs, next_obs = (b["obs"] - mean) / std, (b["next_obs"] - mean) / std
+    expected = {}
+    torch.manual_seed(3)
+    with torch.no_grad():
+        if isinstance(agent, BC):
+            expected["bc_loss"] = agent.bc_loss(obs, unit_action)
+        else:
+            expected["critic_loss"] = agent.critic_loss(obs, unit_action, b["reward"], next_obs, b["terminated"])[0]
+        if isinstance(agent, IQL):
+            expected["value_loss"], advantage, _ = agent.value_loss(obs, unit_action)
+            expected["actor_loss"] = agent.actor_loss(obs, unit_action, advantage)[0]
+        if isinstance(agent, TD3BC):  # the actor is unchanged by the critic step that precedes its own
+            expected["bc_loss"] = agent.actor_loss(obs, unit_action)[1]["bc_loss"]
+    torch.manual_seed(3)
+    metrics = agent.update({**b, "action": env_action})
+    for key, value in expected.items():
+        torch.testing.assert_close(metrics[key], value, msg=key)
+
+
 # ---------------------------------------------------------------- IQL losses by hand
 def test_expectile_loss_by_hand():
     """u = (-1, 2), tau = 0.7: weights (0.3, 0.7) -> mean(0.3 * 1, 0.7 * 4) = 1.55; tau = 0.5 is MSE / 2."""
@@ -368,6 +398,39 @@ def test_td3bc_target_uses_smoothed_target_policy():
     with torch.no_grad():  # noise_clip = 0: the smoothed action is the target policy's own
         next_q = agent.critic_target(b["next_obs"], agent.actor_target(b["next_obs"])).min(0).values
     torch.testing.assert_close(metrics["target_q_mean"], (b["reward"] + 0.99 * next_q).mean())
+
+
+def test_td3bc_target_clips_the_noise_and_the_smoothed_action():
+    """a' = clip(pi_target(s') + clip(eps, -c, c), -1, 1), eps ~ N(0, sigma^2): a target policy near the bound +1
+    and large noise make both clips matter."""
+    agent = make("td3bc", policy_noise=1.0, noise_clip=0.5, gamma=0.9)
+    with torch.no_grad():
+        agent.actor_target.net[-1].bias.fill_(2.0)  # tanh(f(s')) near 1
+    b = make_batch()
+    torch.manual_seed(3)
+    noise = (torch.randn(BATCH, ACT_DIM) * 1.0).clamp(-0.5, 0.5)
+    with torch.no_grad():
+        smoothed = agent.actor_target(b["next_obs"]) + noise
+        assert (smoothed > 1).any() and (noise.abs() == 0.5).any()
+        next_q = agent.critic_target(b["next_obs"], smoothed.clamp(-1.0, 1.0)).min(0).values
+    target = b["reward"] + 0.9 * (1 - b["terminated"]) * next_q
+    torch.manual_seed(3)
+    _, metrics = agent.critic_loss(b["obs"], b["action"], b["reward"], b["next_obs"], b["terminated"])
+    torch.testing.assert_close(metrics["target_q_mean"], target.mean())
+
+
+def test_td3bc_lambda_carries_no_gradient():
+    """lambda = alpha / mean |Q_1| is a constant for the actor's gradient (Fujimoto & Gu eq. 4)."""
+    agent = make("td3bc", alpha=2.5)
+    obs, action = torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1
+    loss, metrics = agent.actor_loss(obs, action)
+    loss.backward()
+    grads = [p.grad.clone() for p in agent.actor.parameters()]
+    agent.actor.zero_grad()
+    pi = agent.actor(obs)
+    (-metrics["lambda"] * agent.critic(obs, pi)[0].mean() + (pi - action).square().mean()).backward()
+    for got, p in zip(grads, agent.actor.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad)
 
 
 # ---------------------------------------------------------------- learning

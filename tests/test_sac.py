@@ -15,6 +15,7 @@ import torch
 
 from embodied_rl.agents import SAC
 from embodied_rl.data import Transitions
+from embodied_rl.nn import random_shift
 
 OBS_DIM, ACT_DIM, BATCH = 6, 3, 32
 STATE_SPACE = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
@@ -77,6 +78,17 @@ def test_act_shapes_bounds_and_determinism():
     assert np.std(agent.act(np.repeat(obs[:1], 200, 0), deterministic=False), axis=0).min() > 0.05
 
 
+def test_actor_log_std_is_squashed_into_its_bounds():
+    """log sigma = min + (max - min) * (tanh(raw) + 1) / 2: state-dependent, reaching either bound."""
+    agent = make_agent(log_std_bounds=(-4.0, 1.0))
+    features, last = torch.randn(4, OBS_DIM), agent.actor.net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        for raw, expected in ((-30.0, -4.0), (0.0, -1.5), (30.0, 1.0)):
+            last.bias.fill_(raw)
+            torch.testing.assert_close(agent.actor(features).scale.log(), torch.full((4, ACT_DIM), expected))
+
+
 @pytest.mark.parametrize(
     "action_space",
     [
@@ -103,6 +115,19 @@ def test_update_returns_detached_finite_scalars():
 
     clipped = make_agent(max_grad_norm=1.0).update(make_batch())
     assert {"critic_grad_norm", "actor_grad_norm"} <= set(clipped)
+
+
+def test_max_grad_norm_clips_the_gradients_that_the_optimisers_apply():
+    """Clipping rescales the encoder + critic gradient and the actor gradient to norm max_grad_norm (and reports
+    the norms before clipping); the temperature's gradient is not clipped."""
+    agent = make_agent(max_grad_norm=0.01)
+    metrics = agent.update(make_batch())
+    for name, modules in (("critic", (agent.encoder, agent.critic)), ("actor", (agent.actor,))):
+        grads = [p.grad for m in modules for p in m.parameters()]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        assert metrics[f"{name}_grad_norm"] > 0.1, name
+        torch.testing.assert_close(norm, torch.tensor(0.01), rtol=1e-4, atol=0), name
+    assert agent.log_alpha.grad.abs() > 0.01
 
 
 def test_update_accepts_transitions():
@@ -152,6 +177,70 @@ def test_critic_target_uses_reward_only_at_terminal_states():
     # Without termination the bootstrapped soft value enters.
     _, metrics = agent.critic_loss(features, batch["action"], batch["reward"], next_features, torch.zeros(BATCH))
     assert not torch.allclose(metrics["target_q_mean"], batch["reward"].mean())
+
+
+def perturb_target_critics(agent: SAC) -> None:
+    """Make the target critics differ from the online ones (they start as copies)."""
+    with torch.no_grad():
+        for p in agent.critic_target.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+
+def test_update_critic_loss_matches_a_hand_computation():
+    """eq. 3 / 5 through `update`: the minimum over the target critics of the soft value at a' ~ pi(.|s'), with
+    the tanh-corrected log pi, bootstrapped from next_obs unless terminated; the critics see the dataset actions
+    rescaled from the action space's bounds to [-1, 1]."""
+    low, high = np.array([0.0, -2.0, 10.0], np.float32), np.array([1.0, 2.0, 12.0], np.float32)
+    agent = make_agent(action_space=gym.spaces.Box(low, high, dtype=np.float32), gamma=0.9, init_alpha=0.5)
+    perturb_target_critics(agent)
+    b = make_batch()
+    env_action = torch.as_tensor(low) + (b["action"] + 1) / 2 * torch.as_tensor(high - low)
+    torch.manual_seed(3)
+    noise = torch.randn(BATCH, ACT_DIM)  # the first random numbers the update draws: a' = tanh(mu + sigma * noise)
+    with torch.no_grad():
+        dist = agent.actor(b["next_obs"])
+        pre_tanh = dist.loc + dist.scale * noise
+        log_prob = torch.distributions.Normal(dist.loc, dist.scale).log_prob(pre_tanh).sum(-1)
+        log_prob = log_prob - torch.log(1 - torch.tanh(pre_tanh) ** 2).sum(-1)
+        next_q = agent.critic_target(b["next_obs"], torch.tanh(pre_tanh))  # (2, B)
+        target = b["reward"] + 0.9 * (1 - b["terminated"]) * (torch.minimum(*next_q) - 0.5 * log_prob)
+        q = agent.critic(b["obs"], b["action"])  # (2, B)
+    torch.manual_seed(3)
+    metrics = agent.update({**b, "action": env_action})
+    torch.testing.assert_close(metrics["target_q_mean"], target.mean(), rtol=1e-5, atol=1e-5)
+    expected_loss = 0.5 * (q - target).square().mean(dim=1).sum()
+    torch.testing.assert_close(metrics["critic_loss"], expected_loss, rtol=1e-5, atol=1e-5)
+
+
+def test_actor_and_temperature_losses_by_hand():
+    """eq. 7 with the minimum over the online critics, and eq. 18. Each loss trains its own parameters only: the
+    temperature loss moves no actor weight, the actor loss does not move alpha."""
+    agent = make_agent(init_alpha=0.5, target_entropy=-1.0)
+    perturb_target_critics(agent)
+    features = make_batch()["obs"]
+    torch.manual_seed(3)
+    loss, metrics = agent._actor_forward(features)
+    loss.backward()
+    actor_grads = [p.grad.clone() for p in agent.actor.parameters()]
+    alpha_grad = agent.log_alpha.grad.clone()
+    agent.actor.zero_grad()
+    torch.manual_seed(3)
+    action, log_prob = agent.actor(features).rsample_with_log_prob()
+    q = agent.critic(features, action)  # (2, B)
+    actor_loss = (0.5 * log_prob - torch.minimum(*q)).mean()
+    torch.testing.assert_close(metrics["actor_loss"], actor_loss.detach())
+    torch.testing.assert_close(metrics["alpha_loss"], -(0.5 * (log_prob.detach() - 1.0)).mean())
+    actor_loss.backward()
+    for got, p in zip(actor_grads, agent.actor.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad)
+    # d/d log_alpha of -exp(log_alpha) * mean(log pi + H_target), at alpha = 0.5
+    torch.testing.assert_close(alpha_grad, -0.5 * (log_prob.detach() - 1.0).mean())
+
+
+def test_default_target_entropy_is_minus_the_action_dimension():
+    """H_target = -|A| (Haarnoja et al. 2018b, Sec. 5): the temperature loss at alpha = 1 is entropy - H_target."""
+    metrics = make_agent().update(make_batch())
+    torch.testing.assert_close(metrics["entropy"] - metrics["alpha_loss"], torch.tensor(-float(ACT_DIM)))
 
 
 def test_update_reduces_critic_loss_on_a_fixed_batch():
@@ -333,6 +422,22 @@ def test_pixel_sac_update_and_act(dict_obs):
     assert agent.act(obs, deterministic=False).shape == (2, ACT_DIM)
     single = {k: v[0] for k, v in obs.items()} if dict_obs else obs[0]
     assert agent.act(single, deterministic=True).shape == (ACT_DIM,)
+
+
+def test_augment_shifts_the_images_the_critic_sees():
+    """augment=True: the critic's features are those of DrQ-shifted observations (pad 4); without it, those of
+    the observations as given."""
+    batch = pixel_batch(PIXEL_SPACE)
+    for augment in (False, True):
+        agent = make_agent(obs_space=PIXEL_SPACE, augment=augment, **PIXEL_KW)
+        torch.manual_seed(3)
+        _, (_, features) = agent._critic_forward(**batch)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            expected = agent.encoder(random_shift(batch["obs"], 4) if augment else batch["obs"])
+            unshifted = agent.encoder(batch["obs"])
+        torch.testing.assert_close(features, expected)
+    assert not torch.allclose(features, unshifted)
 
 
 def test_pixel_encoder_is_trained_by_the_critic_only():
