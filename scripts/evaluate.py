@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--videos", type=int, default=None, help="episodes to record (default: all)")
     parser.add_argument("--video-size", type=int, default=256, help="frame size of videos of state-based agents")
+    parser.add_argument(
+        "--fps", type=float, default=None, help="video frame rate (default: the env's, one frame per step: real time)"
+    )
     parser.add_argument("--seed", type=int, default=100_000, help="seed of the first evaluation episode")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
@@ -78,7 +81,14 @@ def main(argv: list[str] | None = None) -> dict:
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
         out = args.out or run_dir / "eval" / f"step_{ckpt['step']:09d}"
     result = evaluate_policy(
-        policy, env, args.episodes, seed=args.seed, video_dir=out / "videos", videos=args.videos, progress=True
+        policy,
+        env,
+        args.episodes,
+        seed=args.seed,
+        video_dir=out / "videos",
+        videos=args.videos,
+        fps=args.fps,
+        progress=True,
     )
     written = {Path(record["video"]).name for record in result["per_episode"] if "video" in record}
     for stale in (out / "videos").glob("episode_*.mp4"):  # a previous evaluation's videos

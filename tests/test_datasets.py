@@ -229,6 +229,41 @@ def test_make_datasets_rejects_medium_noise_out_of_range(minari_root):
     assert not minari_root.exists() or not any(minari_root.rglob("*.hdf5"))  # nothing built
 
 
+def test_make_datasets_medium_noise_is_the_medium_tiers_noise_std_and_epsilon(minari_root):
+    script = load_script("make_datasets")
+    args = ["metaworld", "--tasks", "drawer-open-v3", "--tiers", "medium", "--medium-noise", "0.1,0.5"]
+    (row,) = script.main([*args, "--episodes", "1", "--time-limit", "5", "--reference-episodes", "1", "--no-progress"])
+    recipe = open_dataset(row["dataset_id"]).storage.metadata["embodied_rl"]["recipe"]
+    assert (recipe["noise_std"], recipe["epsilon"]) == (0.1, 0.5)
+
+
+def test_make_datasets_passes_the_mujoco_options_to_the_recipe(monkeypatch):
+    import inspect
+
+    from embodied_rl.data import recipes
+
+    calls, signature = [], inspect.signature(recipes.sac_run_tiers)
+
+    def fake_sac_run_tiers(*args, **kwargs):
+        calls.append(signature.bind(*args, **kwargs).arguments)
+        return [], {}
+
+    monkeypatch.setattr(recipes, "sac_run_tiers", fake_sac_run_tiers)
+    options = ["--episodes", "3", "--seed", "7", "--medium-fraction", "0.5", "--expert-step", "200"]
+    load_script("make_datasets").main(["mujoco", "--run", "runs/x", "--task", "Hopper-v5", *options, "--no-progress"])
+    (call,) = calls
+    chosen = {key: call[key] for key in ("run_dir", "episodes", "task", "seed", "medium_fraction", "expert_step")}
+    assert chosen == {
+        "run_dir": "runs/x",
+        "episodes": 3,
+        "task": "Hopper-v5",
+        "seed": 7,
+        "medium_fraction": 0.5,
+        "expert_step": 200,
+    }
+    assert call["medium_step"] is None and call["progress"] is False
+
+
 def test_tier_summary_normalises_the_return_between_the_reference_scores():
     """D4RL's normalised score: 0 at the random policy's reference return, 100 at the expert's."""
     zeros = np.zeros(3, dtype=bool)

@@ -243,6 +243,26 @@ def test_each_kind_alone_changes_the_frame(kind):
     assert not np.array_equal(frame, plain_render_and_segmentation(wrapper)[0])
 
 
+def test_switching_a_kind_off_leaves_the_draws_of_the_others_unchanged():
+    everything = DistractorWrapper(hopper_env(), "train", KINDS, seed=3)
+    lighting_only = DistractorWrapper(hopper_env(), "train", ["lighting"], seed=3)
+    for _ in range(2):  # two episodes
+        everything.reset(), lighting_only.reset()
+        drawn, alone = everything.episode.lighting, lighting_only.episode.lighting
+        assert np.array_equal(drawn.gain, alone.gain) and drawn.tilt == alone.tilt
+        assert lighting_only.episode.background is None
+
+
+def test_distractor_bodies_stay_around_a_travelling_robot():
+    env = hopper_env()
+    wrapper = DistractorWrapper(env, "train", ["bodies"], seed=0, image_size=SIZE)
+    wrapper.reset(seed=0)
+    env.data.qpos[0] += 20.0  # the hopper far down its track: the tracking camera follows it
+    mujoco.mj_forward(env.model, env.data)
+    changed = (wrapper.render() != plain_render_and_segmentation(wrapper)[0]).any(axis=-1)
+    assert changed.mean() > 0.01, "the bodies were left behind, out of view"
+
+
 def test_renderer_is_opened_with_the_env_shadows_and_a_big_enough_framebuffer(monkeypatch):
     import embodied_rl.envs.distractors as distractors
 

@@ -158,6 +158,21 @@ def test_every_metaworld_task_resets_reproducibly_and_steps(task):
     assert isinstance(info["success"], bool) and np.array_equal(info["state"], obs)
 
 
+@pytest.mark.filterwarnings("ignore:Constant.*may be too high")
+def test_metaworld_success_is_the_tasks_own_criterion():
+    """drawer-open succeeds once the handle is within 3 cm of its target, not when the gripper reaches it."""
+    env = make_env(task="metaworld/drawer-open-v3", seed=0)
+    policy = scripted_policy("metaworld/drawer-open-v3")
+    _, info = env.reset()
+    flags = []
+    for _ in range(150):
+        _, _, _, _, info = env.step(policy(info["state"]))
+        flags.append((info["success"], bool(info["obj_to_target"] <= 0.03), bool(info["near_object"])))
+    assert all(success == opened for success, opened, _ in flags)
+    assert any(success for success, _, _ in flags) and not flags[0][0]
+    assert any(near and not success for success, _, near in flags)  # the gripper is at the handle before
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Seeding
 # ---------------------------------------------------------------------------------------------------------
@@ -348,6 +363,12 @@ def test_render_uses_the_configured_size_and_camera():
     assert env.unwrapped.camera == "topview" and env.unwrapped.image_size == 24
     with pytest.raises(ValueError, match="unknown camera 'top'.*corner4"):
         make_env(task="metaworld/reach-v3", camera="top")
+
+
+def test_default_cameras_are_the_documented_views():
+    """camera=null: Meta-World's corner4 (the TD-MPC view, upright) and locomotion's tracking camera."""
+    assert make_env(task="metaworld/reach-v3").unwrapped.camera == "corner4"
+    assert make_env(task="mujoco/Hopper-v5").unwrapped.camera == "track"
 
 
 def test_shadows_can_be_switched_off():

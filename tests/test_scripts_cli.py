@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from script_helpers import CONFIGS, REPO, load_script, train_in_process
 
 
@@ -42,6 +44,20 @@ def test_plot_rejects_an_unknown_metric_listing_the_columns(seeds, tmp_path):
     assert not out.exists()
 
 
+def test_plot_curve_is_the_mean_and_std_over_seeds_on_the_steps_they_share(tmp_path):
+    """Seeds evaluated at different steps: each is interpolated onto the steps every seed covers."""
+    csvs = []
+    for seed, rows in ((1, ["100,0", "200,2", "300,4"]), (2, ["150,10", "250,10"])):
+        (tmp_path / f"seed{seed}").mkdir()
+        csvs.append(tmp_path / f"seed{seed}" / "metrics.csv")
+        csvs[-1].write_text("\n".join(["step,eval/return_mean", *rows]) + "\n")
+    steps, mean, std, n = load_script("plot").curve(csvs, "eval/return_mean", points=3)
+    np.testing.assert_allclose(steps, [150, 200, 250])  # seed 1 reads 1, 2, 3 there; seed 2 reads 10
+    np.testing.assert_allclose(mean, [5.5, 6.0, 6.5])
+    np.testing.assert_allclose(std, [4.5, 4.0, 3.5])
+    assert n == 2
+
+
 def write_results(run_dir: Path, final: dict[str, float]) -> None:
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("seed: 1\n")
@@ -65,6 +81,25 @@ def test_summarize_says_how_many_runs_a_mean_is_over_when_some_lack_the_metric(t
     text = load_script("summarize").main([str(group), "--metric", "success_rate", "--metric", "normalized_score"])
     row = f"| {group} | 3 | 100 | 0.50 ± 0.41 | 0.50 ± 0.41 | 50.00 ± 10.00 (n=2) | 50.00 ± 10.00 (n=2) |"
     assert text.splitlines()[2] == row
+
+
+def test_benchmark_reports_updates_per_second_relative_to_the_plain_baseline():
+    import time
+    from types import SimpleNamespace
+
+    class Sleeper:
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+        def update(self, batch):
+            time.sleep(self.seconds)
+
+    agents = {"plain_eager": Sleeper(0.002), "eager": Sleeper(0.008)}  # at most 500 and 125 updates/s
+    args = SimpleNamespace(updates=6, repeats=2, batch_size=8)
+    rows = {row["mode"]: row for row in load_script("benchmark").benchmark_updates("sac", agents, {}, "cpu", args)}
+    # generous bounds: a loaded CI machine may oversleep by a millisecond or more
+    assert 100 < rows["plain_eager"]["updates_per_s"] <= 500 and rows["plain_eager"]["over_plain"] == 1.0
+    assert 0.1 < rows["eager"]["over_plain"] < 0.6  # ~0.25: four times slower than the baseline
 
 
 # A tiny online run: checkpoints at steps 50 and 100 (latest.pt is the second), one evaluation.
@@ -102,6 +137,23 @@ def test_evaluate_records_the_seed_and_the_step_file_behind_latest(tiny_run, tmp
     assert saved["seed"] == 7 and [r["seed"] for r in saved["per_episode"]] == [7, 8]
     assert saved["checkpoint"] == str((tiny_run / "checkpoints" / "step_000000100.pt").resolve())
     assert saved["step"] == 100
+
+
+def test_evaluate_acts_deterministically_so_its_seed_reproduces_the_results(tiny_run, tmp_path):
+    args = [str(tiny_run), "--episodes", "2", "--videos", "0", "--device", "cpu", "env.time_limit=10"]
+    first = load_script("evaluate").main([*args, "--out", str(tmp_path / "first")])
+    again = load_script("evaluate").main([*args, "--out", str(tmp_path / "again")])
+    assert [r["return"] for r in first["per_episode"]] == [r["return"] for r in again["per_episode"]]
+
+
+def test_evaluate_records_videos_at_the_requested_size(tiny_run, tmp_path):
+    import imageio.v2 as imageio
+
+    args = [str(tiny_run), "--episodes", "1", "--videos", "1", "--video-size", "24", "--device", "cpu"]
+    load_script("evaluate").main([*args, "--out", str(tmp_path), "env.time_limit=2"])
+    with imageio.get_reader(tmp_path / "videos" / "episode_000.mp4") as reader:
+        frames = [np.asarray(frame) for frame in reader]
+    assert len(frames) == 3 and frames[0].shape == (24, 24, 3)  # the reset frame, then one per step
 
 
 def test_evaluate_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path, capsys):
@@ -157,6 +209,20 @@ def test_collect_takes_the_env_of_the_checkpoints_run(tiny_run, tmp_path, monkey
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"[collect] wrote {dataset_id} to ")
     env = open_dataset(dataset_id).storage.metadata["embodied_rl"]["env"]
     assert (env["task"], env["shadows"], env["time_limit"], env["seed"]) == ("metaworld/reach-v3", False, 4, 5)
+
+
+def test_collect_reference_scores_are_the_random_and_the_expert_returns_unless_given():
+    from embodied_rl.envs import make_env
+
+    collect = load_script("collect")
+    overrides = ["env.time_limit=60", "reference.episodes=1", "progress=false"]
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("collect", overrides=overrides)
+        given = compose("collect", overrides=[*overrides, "reference.min_score=-1", "reference.max_score=7"])
+    env = make_env(OmegaConf.to_container(cfg.env, resolve=True))
+    ref_min, ref_max, details = collect.reference_scores(cfg, env)
+    assert ref_min == details["random"]["return_mean"] < ref_max == details["expert"]["return_mean"]
+    assert collect.reference_scores(given, env) == (-1.0, 7.0, {})
 
 
 def test_collect_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path):

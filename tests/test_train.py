@@ -725,6 +725,54 @@ def test_resume_may_not_lower_keep_checkpoints(tmp_path):
     assert sorted((run_dir / "checkpoints").glob("step_*.pt")) == kept
 
 
+def test_resume_refuses_a_changed_learning_rate_seed_or_batch_size(tmp_path):
+    """Settings that change what the agent learns are not among the resumable ones."""
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    train_in_process(args)
+    for change in ("agent.actor_lr=0.001", "agent.critic_lr=0.001", "seed=2", "trainer.batch_size=16"):
+        key = change.split("=")[0]
+        with pytest.raises(ConfigError, match=rf"{key}: \S+ -> "):
+            train_in_process([*args, "resume=true", "trainer.total_steps=200", change])
+    assert json.loads((run_dir / "results.json").read_text())["steps"] == 100
+
+
+def test_the_seed_sets_the_initial_weights_of_the_agent(tmp_path):
+    actors = []
+    for seed in (1, 2):
+        run_dir = tmp_path / f"seed{seed}"
+        short = ["trainer.total_steps=20", "trainer.eval_every=20", "trainer.checkpoint_every=20"]  # no update yet
+        train_in_process([*TINY, f"run_dir={run_dir}", f"seed={seed}", *short])
+        actors.append(torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["agent"]["actor"])
+    weights = [key for key in actors[0] if key.endswith("weight")]
+    assert weights and not any(torch.equal(actors[0][key], actors[1][key]) for key in weights)
+
+
+def test_a_resumed_logger_drops_the_rows_logged_after_the_checkpoint(tmp_path):
+    from embodied_rl.logging import RunLogger
+
+    killed = RunLogger(tmp_path, tensorboard=False, console=False)
+    for step in (10, 20, 30):  # the checkpoint was taken at step 20, then the run was killed
+        killed.log({"loss": step / 10}, step, prefix="train")
+    resumed = RunLogger(tmp_path, tensorboard=False, console=False)
+    resumed.truncate_after(20)
+    assert [r["step"] for r in metric_rows(tmp_path)] == ["10", "20"]
+    resumed.log({"loss": 9.0}, 30, prefix="train")
+    assert [(r["step"], r["train/loss"]) for r in metric_rows(tmp_path)] == [("10", "1"), ("20", "2"), ("30", "9")]
+
+
+def test_offline_reward_transform_rescales_by_the_spread_of_returns_then_scales_and_shifts():
+    from types import SimpleNamespace
+
+    scale_rewards = load_script("train").scale_rewards
+    trajectories = [SimpleNamespace(episode_return=r) for r in (-100.0, 50.0, 300.0)]  # spread 400
+    reward = torch.tensor([1.0, -2.0, 0.0])
+    for normalize, factor in (("none", 1.0), ("returns", 1000.0 / 400.0)):
+        cfg = OmegaConf.create({"trainer": {"reward": {"normalize": normalize, "scale": 2.0, "shift": -1.0}}})
+        data = scale_rewards(SimpleNamespace(reward=reward.clone()), trajectories, cfg)
+        torch.testing.assert_close(data.reward, reward * factor * 2.0 - 1.0)
+
+
 def test_main_called_with_a_config_outside_hydra_reports_config_errors(tmp_path):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose("config", overrides=[*TINY, f"run_dir={tmp_path / 'run'}", "trainer.kind=bogus"])

@@ -36,3 +36,41 @@ def test_write_video_failure_leaves_no_file(tmp_path):
     with pytest.raises(Exception):  # noqa: B017 - imageio/ffmpeg raise varied errors
         write_video(tmp_path / "v.mp4", bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_video_keeps_the_frame_rate(tmp_path):
+    import imageio.v2 as imageio
+
+    out = write_video(tmp_path / "v.mp4", _frames(16, 16, n=4), fps=12)
+    with imageio.get_reader(out) as reader:
+        assert reader.get_meta_data()["fps"] == pytest.approx(12)
+
+
+def test_evaluation_videos_play_in_real_time_unless_told_otherwise(tmp_path):
+    """One frame per env step at the env's render_fps (Meta-World 80, Hopper 125), not a fixed 30."""
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    from embodied_rl.trainers.evaluation import evaluate_policy
+
+    class Blinker(gym.Env):
+        metadata = {"render_modes": ["rgb_array"], "render_fps": 12}
+        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            self.t = 0
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.zeros(1, np.float32), 0.0, False, self.t == 3, {}
+
+        def render(self):
+            return np.full((16, 16, 3), 60 * self.t, np.uint8)
+
+    policy = lambda obs: np.zeros(1, np.float32)  # noqa: E731
+    for fps, expected in ((None, 12), (5, 5)):
+        result = evaluate_policy(policy, Blinker(), 1, video_dir=tmp_path / str(fps), fps=fps)
+        with imageio.get_reader(result["per_episode"][0]["video"]) as reader:
+            assert reader.get_meta_data()["fps"] == pytest.approx(expected)

@@ -19,7 +19,7 @@ def _even_frame(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 30) -> Path:
+def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 30) -> Path:
     """Encode `frames` (each (H, W, 3) uint8) as H.264 mp4 at `path`; returns the path.
 
     Odd heights/widths are edge-padded by one row/column (libx264 with yuv420p needs even sizes).

@@ -37,16 +37,19 @@ def evaluate_policy(
     seed: int = 0,
     video_dir: str | Path | None = None,
     videos: int | None = None,
-    fps: int = 30,
+    fps: float | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate `policy` for `episodes` episodes with seeds `seed, seed+1, ...`.
 
-    Writes `episode_<i>.mp4` into `video_dir` for the first `videos` episodes (all when None).
+    Writes `episode_<i>.mp4` into `video_dir` for the first `videos` episodes (all when None), at `fps`
+    frames per second; by default the env's `render_fps` (one frame per env step: real time).
     Returns the first seed, success rate, return mean/std, lengths and per-episode records (without frames).
     """
     from tqdm import trange
 
+    if fps is None:
+        fps = env.metadata.get("render_fps") or 30
     records = []
     for i in trange(episodes, desc="eval", disable=not progress, leave=False):
         record = video_dir is not None and (videos is None or i < videos)
