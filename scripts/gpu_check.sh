@@ -18,6 +18,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 $PY -m pytest -q -m gpu tests 2>&1 | tee "$OUT/pytest_gpu.txt"
 $PY scripts/benchmark.py --only sac --updates 1000 --repeats 3 --out "$OUT/bench_sac.json"
 $PY scripts/benchmark.py --only iql --updates 1000 --repeats 3 --out "$OUT/bench_iql.json"
+$PY scripts/benchmark.py --only sac_pixels --pixel-updates 100 --repeats 3 --out "$OUT/bench_sac_pixels.json"
 
 RUN=runs/gpu_check/metaworld/reach-v3/seed1
 $PY scripts/train.py experiment=sac_metaworld name=gpu_check env.task=metaworld/reach-v3 seed=1 device=cuda \

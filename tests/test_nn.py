@@ -268,6 +268,24 @@ def test_conv_encoder_channels_first_and_leading_dims():
     torch.testing.assert_close(out[1, 2], last(images[1, 2:3])[0])
 
 
+def test_conv_encoder_mixed_precision_computes_in_bfloat16_and_returns_float32():
+    """mixed_precision=True: the convolutions and the Linear run in bfloat16, the LayerNorm, the features and
+    the weights' gradients are float32, and the features stay close to the float32 encoder's."""
+    torch.manual_seed(0)
+    full = ConvEncoder((16, 16, 3), feature_dim=8, num_filters=8, num_layers=2)
+    mixed = ConvEncoder((16, 16, 3), feature_dim=8, num_filters=8, num_layers=2, mixed_precision=True)
+    mixed.load_state_dict(full.state_dict())
+    seen = {}
+    mixed.convs[0].register_forward_hook(lambda _m, _args, out: seen.update(conv=out.dtype))
+    mixed.projection[1].register_forward_pre_hook(lambda _m, args: seen.update(norm=args[0].dtype))
+    images = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
+    features = mixed(images)
+    assert seen == {"conv": torch.bfloat16, "norm": torch.float32} and features.dtype == torch.float32
+    torch.testing.assert_close(features, full(images), rtol=0, atol=5e-2)
+    features.sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in mixed.parameters())
+
+
 def test_conv_encoder_scales_pixels_to_plus_minus_half():
     """The convolutions see uint8 pixels as x / 255 - 0.5, channels first (SAC-AE / DrQ)."""
     encoder = ConvEncoder((16, 16, 3), feature_dim=4, num_layers=1)

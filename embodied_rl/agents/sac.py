@@ -44,6 +44,9 @@ Pixel observations (uint8 images, or a Dict with "pixels" and optionally "state"
   encoder (DrQ-v2). Polyak averaging covers the critic heads only.
 - `augment=True` applies DrQ's random shift (pad 4, replicate) to obs and next_obs, independently, once
   per update (no averaging over K, M augmentations as in DrQ).
+- `mixed_precision=True` runs the encoder's convolutions and Linear under bfloat16 autocast (its weights,
+  the critic and actor heads and every loss stay float32: bfloat16's 8-bit mantissa would round Q-values of
+  a few thousand to steps of 16).
 
 Speed: no `.item()` / `.cpu()` or other host sync in `update`; it returns detached tensors. Adam uses its
 fused kernel. `compile=True` turns the critic step and the actor + temperature step into one compiled graph
@@ -164,6 +167,7 @@ class SAC:
         encoder_num_layers: int = 4,
         augment: bool = False,
         augment_pad: int = 4,
+        mixed_precision: bool = False,
         compile: bool = False,
         compile_mode: str | None = None,
         cudagraphs: bool = False,
@@ -187,7 +191,10 @@ class SAC:
         self.max_grad_norm = max_grad_norm
         self.log_std_bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))
         self.encoder_kwargs = dict(
-            feature_dim=encoder_feature_dim, num_filters=encoder_num_filters, num_layers=encoder_num_layers
+            feature_dim=encoder_feature_dim,
+            num_filters=encoder_num_filters,
+            num_layers=encoder_num_layers,
+            mixed_precision=mixed_precision,
         )
         self.augment, self.augment_pad = augment, augment_pad
         self.compile, self.compile_mode, self.cudagraphs = compile, compile_mode, cudagraphs

@@ -22,6 +22,9 @@ class ConvEncoder(nn.Module):
     Pixels are scaled to [-0.5, 0.5]; a 3x3 conv with stride 2 then `num_layers - 1` 3x3 convs with stride 1
     (ReLU after each) give 35x35 maps at 84x84 input and 25x25 at 64x64; the flattened maps go through
     Linear -> LayerNorm -> tanh to `feature_dim` (the SAC-AE / DrQ encoder). Orthogonal init as in DrQ.
+
+    `mixed_precision=True` runs the convolutions and the Linear (nearly all of the encoder's arithmetic) under
+    bfloat16 autocast; weights, gradients, the LayerNorm and the features stay float32.
     """
 
     def __init__(
@@ -31,8 +34,10 @@ class ConvEncoder(nn.Module):
         num_filters: int = 32,
         num_layers: int = 4,
         channels_last: bool = True,
+        mixed_precision: bool = False,
     ):
         super().__init__()
+        self.mixed_precision = mixed_precision
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (H, W, C) or (C, H, W), got {tuple(image_shape)}")
         self.channels_last = channels_last
@@ -56,5 +61,7 @@ class ConvEncoder(nn.Module):
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)  # (N, C, H, W)
         x = x.float() / 255.0 - 0.5
-        x = self.convs(x).flatten(1)  # (N, conv_out_dim)
-        return self.projection(x).reshape(*leading, self.feature_dim)
+        linear, norm_and_tanh = self.projection[0], self.projection[1:]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+            x = linear(self.convs(x).flatten(1))  # (N, conv_out_dim) -> (N, feature_dim)
+        return norm_and_tanh(x.float()).reshape(*leading, self.feature_dim)

@@ -43,7 +43,14 @@ def map_pixels(obs: Observation, fn: Callable[[torch.Tensor], torch.Tensor], pix
 class ObservationEncoder(nn.Module):
     """Observation (tensor or dict of tensors, leading batch dim) -> feature vector (B, out_dim)."""
 
-    def __init__(self, observation_space: gym.Space, feature_dim: int = 50, num_filters: int = 32, num_layers: int = 4):
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        feature_dim: int = 50,
+        num_filters: int = 32,
+        num_layers: int = 4,
+        mixed_precision: bool = False,
+    ):
         super().__init__()
         self.is_dict = isinstance(observation_space, gym.spaces.Dict)
         if self.is_dict:
@@ -70,7 +77,7 @@ class ObservationEncoder(nn.Module):
         self.has_pixels = pixel_space is not None
         self.channels_last = self.has_pixels and is_channels_last(pixel_space.shape)
         self.conv = (
-            ConvEncoder(pixel_space.shape, feature_dim, num_filters, num_layers, self.channels_last)
+            ConvEncoder(pixel_space.shape, feature_dim, num_filters, num_layers, self.channels_last, mixed_precision)
             if self.has_pixels
             else None
         )
