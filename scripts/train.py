@@ -122,8 +122,16 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
                 OmegaConf.update(probe, key, old[key], merge=False)
     new = _flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(probe, resolve=True))))
     unset = "<unset>"
+    # Keys the package gained after the run was made are not in its config.yaml: they take today's values.
+    added = sorted(k for k in new.keys() - old.keys() if k not in RESUMABLE_KEYS)
+    if added:
+        print(
+            f"warning: {stored} predates the config keys {', '.join(f'{k}={new[k]}' for k in added)}; "
+            f"the resumed run uses these values",
+            file=sys.stderr,
+        )
     changed = sorted(
-        k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and old.get(k, unset) != new.get(k, unset)
+        k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and k not in added and old.get(k) != new.get(k)
     )
     if changed:
         diffs = "; ".join(f"{k}: {old.get(k, unset)} -> {new.get(k, unset)}" for k in changed)

@@ -737,6 +737,19 @@ def test_resume_refuses_a_changed_learning_rate_seed_or_batch_size(tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["steps"] == 100
 
 
+def test_resume_accepts_config_keys_added_to_the_package_after_the_run_was_made(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    train_in_process(args)
+    stored = OmegaConf.load(run_dir / "config.yaml")
+    del stored.agent["mixed_precision"]  # as in a run made before the key existed
+    OmegaConf.save(stored, run_dir / "config.yaml")
+    train_in_process([*args, "resume=true", "trainer.total_steps=200"])
+    assert "predates the config keys agent.mixed_precision=False" in capsys.readouterr().err
+    assert json.loads((run_dir / "results.json").read_text())["steps"] == 200
+    assert OmegaConf.load(run_dir / "config.yaml").agent.mixed_precision is False
+
+
 def test_the_seed_sets_the_initial_weights_of_the_agent(tmp_path):
     actors = []
     for seed in (1, 2):
