@@ -595,3 +595,48 @@ def test_replay_state_dict_saves_only_filled_rows(tmp_path):
         buffer.add(np.zeros(39, np.float32), np.zeros(4, np.float32), 0.0, np.zeros(39, np.float32), False)
     torch.save(buffer.state_dict(), tmp_path / "replay.pt")
     assert (tmp_path / "replay.pt").stat().st_size < 100_000  # full storage would be ~32 MB
+
+
+def test_write_dataset_stores_its_metadata():
+    obs_space, act_space = spaces()
+    dataset_id = dataset_id_for("synthetic/counting", "scored")
+    metadata = {"ref_min_score": -5.0, "ref_max_score": 50.0}
+    write_dataset(
+        [make_trajectory(0, 3)], dataset_id, observation_space=obs_space, action_space=act_space, metadata=metadata
+    )
+    stored = open_dataset(dataset_id).storage.metadata
+    assert {key: stored[key] for key in metadata} == metadata
+
+
+@pytest.mark.parametrize("kind, noise", [("scripted", {"noise_std": 0.3, "epsilon": 0.3}), ("random", {})])
+def test_behaviour_policies_are_reproducible_from_their_seed(kind, noise):
+    from embodied_rl.envs import make_env
+
+    env = make_env(task="metaworld/reach-v3", seed=0)
+    obs, info = env.reset()
+
+    def actions(seed):
+        policy = make_behaviour_policy(kind, env, "metaworld/reach-v3", seed=seed, **noise)
+        return np.stack([policy(obs, info) for _ in range(10)])
+
+    np.testing.assert_array_equal(actions(0), actions(0))
+    assert not np.array_equal(actions(0), actions(1))
+
+
+def test_sequence_replay_keeps_the_newest_rows_of_an_episode_longer_than_its_block():
+    replay = SequenceReplay(capacity=8, obs_shape=(OBS_DIM,), action_dim=ACT_DIM, seq_len=3)
+    replay.add_trajectory(make_trajectory(0, 20, terminal=True))  # 21 rows, t = 0..20
+    seq = replay.sample(200, torch.Generator().manual_seed(0))
+    t = seq.obs[..., 0]
+    assert t.min() == 21 - 8 and t.max() == 20 and seq.is_terminal[t == 20].all()
+
+
+def test_recorded_frames_of_stacked_pixel_observations_are_the_current_view():
+    from embodied_rl.data.collection import rollout
+    from embodied_rl.envs import make_env
+
+    env = make_env(task="mujoco/Hopper-v5", obs_mode="pixels", image_size=32, frame_stack=2, time_limit=3, seed=0)
+    trajectory = rollout(env, lambda obs, info: np.ones(3, np.float32), seed=0, record_frames=True)
+    assert trajectory.frames.shape == (4, 32, 32, 3)
+    np.testing.assert_array_equal(trajectory.frames[-1], env.render())  # the frame after the last step
+    np.testing.assert_array_equal(trajectory.frames, trajectory.observations[..., -3:])  # stacks: newest last

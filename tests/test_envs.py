@@ -519,3 +519,46 @@ def test_scripted_policy_solves_its_task_from_the_current_state():
     assert success
     with pytest.raises(ValueError, match="only for Meta-World"):
         scripted_policy("mujoco/Hopper-v5")
+
+
+def test_frame_stack_with_action_repeat_stacks_agent_steps_not_simulator_steps():
+    env = make_env(task="mujoco/Hopper-v5", frame_stack=2, action_repeat=3, seed=0)
+    obs, info = env.reset()
+    states = [info["state"]] * 2
+    for _ in range(3):
+        obs, _, _, _, info = env.step(np.full(3, 0.5, np.float32))
+        states.append(info["state"])
+        np.testing.assert_array_equal(obs, np.concatenate(states[-2:]))
+
+
+def test_frame_stack_starts_afresh_at_every_reset():
+    env = make_env(task="mujoco/Hopper-v5", frame_stack=3, seed=0)
+    env.reset()
+    for _ in range(4):
+        env.step(np.ones(3, np.float32))
+    obs, info = env.reset(seed=1)
+    np.testing.assert_array_equal(obs, np.concatenate([info["state"]] * 3))  # nothing of the last episode
+
+
+def test_locomotion_episodes_terminate_when_the_robot_falls():
+    env = make_env(task="mujoco/Hopper-v5", seed=0)  # time limit 1000
+    env.reset()
+    terminated = truncated = False
+    for _ in range(100):  # full torque: it falls within ~20 steps
+        _, _, terminated, truncated, _ = env.step(np.ones(3, np.float32))
+        if terminated or truncated:
+            break
+    assert terminated and not truncated
+    assert not env.unwrapped.sim.is_healthy
+
+
+def test_frame_stack_stacks_each_entry_of_state_and_pixels():
+    env = make_env(task="mujoco/Hopper-v5", obs_mode="state+pixels", image_size=SIZE, frame_stack=2, seed=0)
+    obs, info = env.reset()
+    states, frames = [info["state"]] * 2, [env.render()] * 2
+    for _ in range(2):
+        obs, _, _, _, info = env.step(np.ones(3, np.float32))
+        states.append(info["state"])
+        frames.append(env.render())
+        np.testing.assert_array_equal(obs["state"], np.concatenate(states[-2:]))
+        np.testing.assert_array_equal(obs["pixels"], np.concatenate(frames[-2:], axis=-1))

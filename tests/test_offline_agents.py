@@ -4,6 +4,7 @@ batches of 32 on CPU; the compile check of BC is `slow`, the CUDA-graph checks `
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import warnings
@@ -676,3 +677,20 @@ def test_cuda_update_does_not_synchronise(name, flags):
         agent.update(batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("name", ["iql", "td3bc", "bc"])
+def test_make_agent_passes_every_config_key_to_the_agent(name, monkeypatch):
+    cls = {"iql": IQL, "td3bc": TD3BC, "bc": BC}[name]
+    cfg = {**OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{name}.yaml")), "hidden_dims": [16]}
+    received = {}
+    constructor = cls.__init__
+
+    @functools.wraps(constructor)  # make_agent reads the signature to reject unknown keys
+    def recording_constructor(self, *args, **kwargs):
+        received.update(kwargs)
+        constructor(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", recording_constructor)
+    build_from_config(cfg, STATE_SPACE, ACTION_SPACE, torch.device("cpu"))
+    assert received == {**{k: v for k, v in cfg.items() if k != "name"}, "device": "cpu"}

@@ -6,6 +6,7 @@ import csv
 import importlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -801,3 +802,122 @@ def test_a_config_error_never_removes_the_working_directory(tmp_path, monkeypatc
     (tmp_path / "config.yaml").write_text("seed: 1\n")
     load_script("train").remove_unused_run_dir(Path("."))
     assert (tmp_path / "config.yaml").exists()
+
+
+class SeedRecordingEnv(FinalStepSuccess):
+    """FinalStepSuccess that records the seed of every reset."""
+
+    def __init__(self):
+        self.seeds = []
+
+    def reset(self, seed=None, options=None):
+        self.seeds.append(seed)
+        return super().reset(seed=seed)
+
+
+class MinibatchRecordingAgent(RandomAgent):
+    """A RandomAgent that records the observations of every minibatch it is updated on."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def update(self, batch):
+        self.batches.append(batch.obs[:, 0].tolist())
+        return super().update(batch)
+
+
+def tiny_offline_trainer(run_dir, seed=0, **options):
+    """An OfflineTrainer on 50 transitions (obs 0..49) with a MinibatchRecordingAgent and a SeedRecordingEnv."""
+    from embodied_rl.data import Transitions
+    from embodied_rl.logging import RunLogger
+    from embodied_rl.trainers import OfflineTrainer, OfflineTrainerConfig
+
+    obs = torch.arange(50, dtype=torch.float32)[:, None]
+    zeros = torch.zeros(50)
+    data = Transitions(obs=obs, action=zeros[:, None], reward=zeros, next_obs=obs + 1, terminated=zeros)
+    defaults = dict(batch_size=4, eval_every=0, eval_episodes=2, checkpoint_every=0, log_every=0, progress=False)
+    cfg = OfflineTrainerConfig(**{**defaults, **options})
+    logger = RunLogger(run_dir, tensorboard=False, console=False)
+    return OfflineTrainer(cfg, data, SeedRecordingEnv(), MinibatchRecordingAgent(), logger, run_dir, seed=seed)
+
+
+def test_offline_trainer_evaluates_and_checkpoints_on_schedule_and_at_the_end(tmp_path):
+    trainer = tiny_offline_trainer(
+        tmp_path, seed=3, total_updates=10, eval_every=4, checkpoint_every=4, keep_checkpoints=0
+    )
+    results = trainer.train()
+    assert results["updates"] == trainer.agent.updates == 10
+    assert [int(r["step"]) for r in metric_rows(tmp_path) if r.get("eval/success_rate")] == [4, 8, 10]
+    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("step_*.pt"))] == [
+        f"step_{step:09d}.pt" for step in (4, 8, 10)
+    ]
+    # every evaluation replays the same episodes, seeded by the run seed (10_000 + seed, as online)
+    assert trainer.eval_env.seeds == [10_003, 10_004] * 3
+
+
+def test_offline_minibatches_and_evaluations_follow_the_run_seed(tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        trainer = tiny_offline_trainer(tmp_path / name, seed=seed, total_updates=5)
+        trainer.train()
+        runs[name] = trainer
+    assert runs["a"].agent.batches == runs["b"].agent.batches
+    assert runs["a"].agent.batches != runs["c"].agent.batches
+    assert runs["a"].eval_env.seeds != runs["c"].eval_env.seeds
+
+
+def test_offline_resume_keeps_the_best_evaluation_of_the_interrupted_run(tmp_path):
+    """All evaluations tie (success 1, return 0), so the best is the first: the resumed run must keep it."""
+    options = dict(total_updates=12, eval_every=4, checkpoint_every=4)
+    whole = tiny_offline_trainer(tmp_path / "whole", **options)
+    whole.train()
+    tiny_offline_trainer(tmp_path / "split", **{**options, "total_updates": 6}).train()
+    resumed = tiny_offline_trainer(tmp_path / "split", **options)
+    resumed.resume(tmp_path / "split")
+    results = resumed.train()
+    assert results["best"]["step"] == whole.best_eval["step"] == 4
+    assert resumed.agent.batches == whole.agent.batches[6:]  # and the minibatch stream continues
+
+
+def test_load_agent_builds_the_agent_with_the_runs_hyperparameters(tiny_run, tmp_path):
+    """Fine-tuning or evaluating a checkpoint must use the run's config, not the agent's defaults."""
+    from embodied_rl.envs import make_env
+    from embodied_rl.trainers import load_agent
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.agent.gamma, cfg.agent.tau = 0.5, 0.25  # not the defaults; the saved weights still fit
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    env = make_env(OmegaConf.to_container(cfg.env, resolve=True))
+    agent, loaded_cfg, ckpt = load_agent(run_dir, env=env)
+    assert (agent.gamma, agent.tau) == (0.5, 0.25) and loaded_cfg.agent.gamma == 0.5
+    for key, value in ckpt["agent"]["actor"].items():
+        torch.testing.assert_close(agent.actor.state_dict()[key], value)
+
+
+def test_offline_resume_drops_the_rows_logged_after_its_checkpoint(tmp_path):
+    """A run killed after its step-8 checkpoint had logged steps 9 and 10: resuming logs them once."""
+    options = dict(total_updates=10, eval_every=5, checkpoint_every=4, keep_checkpoints=0, log_every=1)
+    tiny_offline_trainer(tmp_path, **options).train()
+    resumed = tiny_offline_trainer(tmp_path, **options)
+    resumed.resume(tmp_path / "checkpoints" / "step_000000008.pt")
+    resumed.train()
+    rows = metric_rows(tmp_path)
+    assert [int(r["step"]) for r in rows if r.get("train/updates_per_second")] == list(range(1, 11))
+    assert [int(r["step"]) for r in rows if r.get("eval/success_rate")] == [5, 10]
+
+
+def test_a_checkpoint_restores_the_python_numpy_and_torch_random_streams(tmp_path):
+    from embodied_rl.trainers import load_checkpoint, save_checkpoint
+    from embodied_rl.trainers.checkpoint import restore_rng_state
+
+    def draws():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    save_checkpoint(tmp_path, 1, {})
+    expected = draws()
+    draws()  # the streams move on, as the run goes on after its checkpoint
+    restore_rng_state(load_checkpoint(tmp_path)["rng"])
+    assert draws() == expected
