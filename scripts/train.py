@@ -8,8 +8,9 @@ The run directory (default runs/<name>/<task>/seed<seed>) receives config.yaml, 
 TensorBoard events (tb/), checkpoints/, videos/ and results.json. A killed run continues with the
 same command plus `resume=true`; only the training length and the settings of RESUMABLE_KEYS (how often to
 evaluate, log and checkpoint, the replay size, ...) may change then, to extend a run. A resume before the first
-checkpoint starts afresh; one of a finished run does nothing. A run refused for its config before writing any
-output leaves no run directory behind.
+checkpoint starts afresh; one of a finished run does nothing. Keys in KEYS_ADDED_LATER, missing from the
+config.yaml of runs made before they existed, may be present at their old-behaviour value. A run refused for
+its config before writing any output leaves no run directory behind.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ RESUMABLE_KEYS = (
     "trainer.replay_size",
     "ssorl.idm.progress",
 )
+
+# Config keys the package gained after runs were made, each with the value that reproduces how runs behaved
+# before it existed: a run whose config.yaml lacks one may resume if the key holds that value.
+KEYS_ADDED_LATER = {
+    "agent.mixed_precision": False,  # 2026-11-23
+}
 
 # What Hydra writes into the run directory (hydra.run.dir) before train() starts.
 HYDRA_FILES = (".hydra", "train.log")
@@ -122,16 +129,13 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
                 OmegaConf.update(probe, key, old[key], merge=False)
     new = _flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(probe, resolve=True))))
     unset = "<unset>"
-    # Keys the package gained after the run was made are not in its config.yaml: they take today's values.
-    added = sorted(k for k in new.keys() - old.keys() if k not in RESUMABLE_KEYS)
-    if added:
-        print(
-            f"warning: {stored} predates the config keys {', '.join(f'{k}={new[k]}' for k in added)}; "
-            f"the resumed run uses these values",
-            file=sys.stderr,
-        )
+    # A key the package gained after the run was made is missing from its config.yaml: it may hold the value
+    # that keeps the old behaviour (any other value, or any other new key, is a change).
+    added = sorted(k for k in new.keys() - old.keys() if k in KEYS_ADDED_LATER and new[k] == KEYS_ADDED_LATER[k])
     changed = sorted(
-        k for k in old.keys() | new.keys() if k not in RESUMABLE_KEYS and k not in added and old.get(k) != new.get(k)
+        k
+        for k in old.keys() | new.keys()
+        if k not in RESUMABLE_KEYS and k not in added and old.get(k, unset) != new.get(k, unset)
     )
     if changed:
         diffs = "; ".join(f"{k}: {old.get(k, unset)} -> {new.get(k, unset)}" for k in changed)
@@ -140,6 +144,8 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
             f"(only the training length, the evaluation, logging and checkpoint settings and trainer.replay_size "
             f"may change) or start afresh with overwrite=true"
         )
+    if added:
+        print(f"note: {stored} predates {', '.join(added)}; resuming with the earlier behaviour", file=sys.stderr)
 
 
 @contextmanager

@@ -745,8 +745,12 @@ def test_resume_accepts_config_keys_added_to_the_package_after_the_run_was_made(
     stored = OmegaConf.load(run_dir / "config.yaml")
     del stored.agent["mixed_precision"]  # as in a run made before the key existed
     OmegaConf.save(stored, run_dir / "config.yaml")
+    # a new value for the new key, or a whole config group added on resume, is a change
+    for change in ("agent.mixed_precision=true", "+ssorl=default"):
+        with pytest.raises(ConfigError, match="differs from"):
+            train_in_process([*args, "resume=true", "trainer.total_steps=200", change])
     train_in_process([*args, "resume=true", "trainer.total_steps=200"])
-    assert "predates the config keys agent.mixed_precision=False" in capsys.readouterr().err
+    assert "predates agent.mixed_precision" in capsys.readouterr().err
     assert json.loads((run_dir / "results.json").read_text())["steps"] == 200
     assert OmegaConf.load(run_dir / "config.yaml").agent.mixed_precision is False
 
