@@ -147,7 +147,7 @@ def benchmark_updates(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    updates = updates or args.updates
+    updates = args.updates if updates is None else updates
     warmups = {}
     for name, agent in agents.items():
         start = time.perf_counter()

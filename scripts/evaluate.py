@@ -19,6 +19,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, nargs="?", help="run directory, checkpoints/ directory or .pt file")
@@ -33,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--videos", type=int, default=None, help="episodes to record (default: all)")
     parser.add_argument("--video-size", type=int, default=256, help="frame size of videos of state-based agents")
     parser.add_argument(
-        "--fps", type=float, default=None, help="video frame rate (default: the env's, one frame per step: real time)"
+        "--fps", type=positive_float, default=None, help="video frame rate (default: the env's: real time)"
     )
     parser.add_argument("--seed", type=int, default=100_000, help="seed of the first evaluation episode")
     parser.add_argument("--device", default="auto")

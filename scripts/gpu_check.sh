@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check that needs a CUDA GPU, in one command (README "Speed"; issues 3 and 4): the `gpu` tests (CUDA
-# graphs equal to eager, no host syncs), the SAC and IQL update benchmarks on CPU and CUDA (eager, compiled,
+# graphs equal to eager, no host syncs), the SAC, pixel SAC and IQL update benchmarks on CPU and CUDA (eager, compiled,
 # compiled + CUDA graphs), a short compiled + CUDA-graph SAC run on the GPU and its evaluation with EGL videos.
 #   bash scripts/gpu_check.sh                     # results under gpu_check/
 #   STEPS=20000 OUT=/tmp/gpu bash scripts/gpu_check.sh

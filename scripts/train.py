@@ -286,8 +286,8 @@ def check_replay_fits(size: int, observation_space, action_space, device) -> Non
     scale = 10 ** max(len(str(fit)) - 2, 0)  # rounded down to two significant digits
     raise ConfigError(
         f"trainer.replay_size={size} needs a {need / 1e9:.1f} GB replay buffer ({row / 1e3:.1f} kB per transition: "
-        f"obs and next_obs are stored separately) but {device} has {free / 1e9:.1f} GB available (the buffer may "
-        f"take half): "
+        f"obs and next_obs are stored separately) but {device} has {free / 1e9:.1f} GB available (on the CPU: the "
+        f"host's or the memory cgroup's limit; the buffer may take half): "
         f"use trainer.replay_size={fit // scale * scale} or less"
     )
 

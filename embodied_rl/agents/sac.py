@@ -59,6 +59,7 @@ update - in a CUDA graph after three warm-up calls per step. See README "Speed" 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -208,6 +209,13 @@ class SAC:
         device = self.device
         self.encoder = ObservationEncoder(self.observation_space, **self.encoder_kwargs).to(device)
         self.has_pixels = self.encoder.has_pixels
+        mixed = self.encoder_kwargs["mixed_precision"] and self.has_pixels
+        if mixed and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+            warnings.warn(
+                "mixed_precision=True on a GPU without native bfloat16 (compute capability < 8.0, before Ampere): "
+                "expect it to be slower than float32",
+                stacklevel=3,
+            )
         feature_dim = self.encoder.out_dim
         self.actor = Actor(feature_dim, self.action_dim, self.hidden_dims, self.activation, self.log_std_bounds).to(
             device

@@ -61,7 +61,7 @@ class ConvEncoder(nn.Module):
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)  # (N, C, H, W)
         x = x.float() / 255.0 - 0.5
-        linear, norm_and_tanh = self.projection[0], self.projection[1:]
+        linear, norm, tanh = self.projection
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
             x = linear(self.convs(x).flatten(1))  # (N, conv_out_dim) -> (N, feature_dim)
-        return norm_and_tanh(x.float()).reshape(*leading, self.feature_dim)
+        return tanh(norm(x.float())).reshape(*leading, self.feature_dim)

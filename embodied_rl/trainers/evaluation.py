@@ -48,8 +48,8 @@ def evaluate_policy(
     """
     from tqdm import trange
 
-    if fps is None:
-        fps = env.metadata.get("render_fps") or 30
+    if fps is None and video_dir is not None:
+        fps = getattr(env, "metadata", {}).get("render_fps") or 30
     records = []
     for i in trange(episodes, desc="eval", disable=not progress, leave=False):
         record = video_dir is not None and (videos is None or i < videos)
