@@ -458,27 +458,32 @@ def test_available_memory_respects_a_cgroup_limit(tmp_path, monkeypatch):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
-    # cgroup v2: the job's own cgroup is unlimited, its parent allows 8 GB; 3 GB used, 1 GB of it page cache.
+    def headroom(proc_cgroup: str, mounts: list[str]) -> int | None:
+        write(tmp_path / "cgroup", proc_cgroup)
+        write(tmp_path / "mountinfo", "".join(f"{i} 1 0:{i} {line}\n" for i, line in enumerate(mounts, 30)))
+        return replay.cgroup_memory_headroom(str(tmp_path / "cgroup"), str(tmp_path / "mountinfo"))
+
+    # cgroup v2, mounted at an unusual place: the job's own cgroup is unlimited, its parent allows 8 GB, of which
+    # 3 GB are used, 1 GB of that reclaimable page cache.
     v2 = tmp_path / "v2"
-    write(v2 / "cgroup.controllers", "cpu memory\n")
     write(v2 / "job_7/memory.max", f"{8 * 10**9}\n")
     write(v2 / "job_7/memory.current", f"{3 * 10**9}\n")
     write(v2 / "job_7/memory.stat", f"anon 1\ninactive_file {10**9}\n")
     write(v2 / "job_7/step_0/memory.max", "max\n")
     write(v2 / "job_7/step_0/memory.current", "5\n")
-    write(tmp_path / "cgroup_v2", "0::/job_7/step_0\n")
-    assert replay.cgroup_memory_headroom(str(v2), str(tmp_path / "cgroup_v2")) == 6 * 10**9
-    # cgroup v1: memory controller's own hierarchy; the "unlimited" value near 2**63 is no limit.
+    v2_mount = f"/ {v2} rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate"
+    assert headroom("0::/job_7/step_0\n", [v2_mount]) == 6 * 10**9
+    # cgroup v1 in a container: its own cgroup /ctr is mounted as the root of the memory hierarchy; the cpu
+    # hierarchy is ignored.
     v1 = tmp_path / "v1"
-    write(v1 / "memory/ctr/memory.limit_in_bytes", f"{2 * 10**9}\n")
-    write(v1 / "memory/ctr/memory.usage_in_bytes", f"{5 * 10**8}\n")
-    write(v1 / "memory/memory.limit_in_bytes", "9223372036854771712\n")
-    write(v1 / "memory/memory.usage_in_bytes", f"{10**12}\n")
-    write(tmp_path / "cgroup_v1", "5:cpu,cpuacct:/ctr\n4:memory:/ctr\n")
-    assert replay.cgroup_memory_headroom(str(v1), str(tmp_path / "cgroup_v1")) == 15 * 10**8
-    write(tmp_path / "cgroup_none", "4:memory:/unlimited\n")
-    assert replay.cgroup_memory_headroom(str(v1), str(tmp_path / "cgroup_none")) is None
-    assert replay.cgroup_memory_headroom(str(v1), str(tmp_path / "missing")) is None
+    write(v1 / "memory.limit_in_bytes", f"{2 * 10**9}\n")
+    write(v1 / "memory.usage_in_bytes", f"{5 * 10**8}\n")
+    mounts = [f"/ctr {tmp_path / 'cpu'} rw - cgroup cgroup rw,cpu,cpuacct", f"/ctr {v1} rw - cgroup cgroup rw,memory"]
+    assert headroom("5:cpu,cpuacct:/ctr\n4:memory:/ctr\n", mounts) == 15 * 10**8
+    write(v1 / "memory.limit_in_bytes", "9223372036854771712\n")  # v1's "unlimited"
+    assert headroom("4:memory:/ctr\n", mounts) is None
+    assert headroom("4:memory:/ctr\n", []) is None  # no cgroup file system mounted
+    assert replay.cgroup_memory_headroom(str(tmp_path / "missing")) is None
 
     monkeypatch.setattr(replay, "cgroup_memory_headroom", lambda: 12345)  # tighter than any real host
     assert replay.available_memory("cpu") == 12345

@@ -51,36 +51,52 @@ _CGROUP_FILES = {
 }
 
 
-def cgroup_memory_headroom(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int | None:
+def cgroup_memory_headroom(
+    proc_cgroup: str = "/proc/self/cgroup", mountinfo: str = "/proc/self/mountinfo"
+) -> int | None:
     """Bytes this process's memory cgroup may still allocate: limit - (usage - inactive page cache), the
     tightest over the cgroup and its ancestors (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`);
-    None without a limit or where cgroups are not readable."""
+    None without a limit or where cgroups are not readable. Hierarchies are found through `mountinfo`."""
     try:
         with open(proc_cgroup) as f:
             entries = [line.rstrip("\n").split(":", 2) for line in f]
+        mounts = _cgroup_mounts(mountinfo)
     except OSError:
         return None
-    candidates = []  # (mount point, the cgroup's path under it, file names)
+    headroom = None
     for entry in entries:
         if len(entry) != 3:
             continue
         _, controllers, path = entry
-        if controllers == "":  # v2 unified hierarchy, at the root or (hybrid systems) under unified/
-            for mount in (root, os.path.join(root, "unified")):
-                if os.path.exists(os.path.join(mount, "cgroup.controllers")):
-                    candidates.append((mount, path, _CGROUP_FILES["v2"]))
-                    break
-        elif "memory" in controllers.split(","):
-            candidates.append((os.path.join(root, "memory"), path, _CGROUP_FILES["v1"]))
-    headroom = None
-    for mount, path, (limit_file, usage_file, inactive_key) in candidates:
-        parts = [p for p in path.split("/") if p]
-        for depth in range(len(parts), -1, -1):  # the cgroup itself, then each ancestor up to the mount
-            directory = os.path.join(mount, *parts[:depth])
-            free = _cgroup_level_headroom(directory, limit_file, usage_file, inactive_key)
-            if free is not None:
-                headroom = free if headroom is None else min(headroom, free)
+        version = "v2" if controllers == "" else "v1" if "memory" in controllers.split(",") else None
+        for mount_version, mount_point, mount_root in mounts:
+            if mount_version != version:
+                continue
+            # the cgroup's path below the mount (a container sees its own cgroup mounted as the root)
+            relative = path[len(mount_root) :] if path.startswith(mount_root) else path
+            parts = [p for p in relative.split("/") if p]
+            for depth in range(len(parts), -1, -1):  # the cgroup itself, then each ancestor up to the mount
+                directory = os.path.join(mount_point, *parts[:depth])
+                free = _cgroup_level_headroom(directory, *_CGROUP_FILES[version])
+                if free is not None:
+                    headroom = free if headroom is None else min(headroom, free)
     return headroom
+
+
+def _cgroup_mounts(mountinfo: str) -> list[tuple[str, str, str]]:
+    """(version, mount point, root of the hierarchy at that mount) of each cgroup v2 and v1 memory mount."""
+    mounts = []
+    with open(mountinfo) as f:
+        for line in f:
+            before, _, after = line.partition(" - ")  # optional fields end at " - ": fstype, source, options
+            fields, rest = before.split(), after.split()
+            if len(fields) < 5 or len(rest) < 3:
+                continue
+            if rest[0] == "cgroup2":
+                mounts.append(("v2", fields[4], fields[3]))
+            elif rest[0] == "cgroup" and "memory" in rest[2].split(","):
+                mounts.append(("v1", fields[4], fields[3]))
+    return mounts
 
 
 def _cgroup_level_headroom(directory: str, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
