@@ -144,6 +144,7 @@ def maybe_cuda_graph(fn: Callable[..., Any], cudagraphs: bool, device: torch.dev
     if not cudagraphs:
         return fn
     if device.type != "cuda":
-        warnings.warn("cudagraphs=True needs a CUDA device; running without CUDA graphs", stacklevel=2)
+        # one location for every step an agent wraps: Python shows the warning once, not once per step
+        warnings.warn("cudagraphs=True needs a CUDA device; running without CUDA graphs", stacklevel=1)
         return fn
     return CudaGraphStep(fn)
