@@ -913,6 +913,19 @@ def test_offline_resume_drops_the_rows_logged_after_its_checkpoint(tmp_path):
     assert [int(r["step"]) for r in rows if r.get("eval/success_rate")] == [5, 10]
 
 
+def test_rng_states_of_more_gpus_than_the_machine_has_restore_those_it_has(monkeypatch):
+    """A run checkpointed on a 2-GPU node and resumed (device=auto) on a 1-GPU node."""
+    from embodied_rl.trainers.checkpoint import capture_rng_state, restore_rng_state
+
+    state = {k: v for k, v in capture_rng_state().items() if k != "cuda"}  # this machine's CPU streams
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    restore_rng_state({**state, "cuda": ["gpu0 state", "gpu1 state"]})
+    assert restored == [("gpu0 state", 0)]
+
+
 def test_a_checkpoint_restores_the_python_numpy_and_torch_random_streams(tmp_path):
     from embodied_rl.trainers import load_checkpoint, save_checkpoint
     from embodied_rl.trainers.checkpoint import restore_rng_state
