@@ -251,22 +251,30 @@ def main() -> None:
     parser.add_argument("--pixel-updates", type=int, default=10, help="updates per repeat of the pixel benchmark")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--devices", default=None, help="comma-separated, e.g. cuda (default: cpu, and cuda if present)"
+    )
     parser.add_argument("--out", default="benchmark.json")
     args = parser.parse_args()
 
     import torch
 
+    devices = [d for d in args.devices.split(",") if d] if args.devices else ["cpu"]
+    if not args.devices and torch.cuda.is_available():
+        devices.append("cuda")
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: torch sees no CUDA device")
     rows: list[dict] = []
     if args.only in (None, "env"):
         rows += benchmark_envs(args)
     if args.only in (None, "sac"):
-        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for device in devices:
             rows += benchmark_sac(args, device)
     if args.only in (None, "sac_pixels"):
-        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for device in devices:
             rows += benchmark_sac_pixels(args, device)
     if args.only in (None, "iql"):
-        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for device in devices:
             rows += benchmark_iql(args, device)
     machine = {
         "date": date.today().isoformat(),

@@ -5,22 +5,41 @@
 # Each step logs to $OUT/<step>.txt; a failing step does not stop the rest (exit 1 at the end, naming them).
 #   bash scripts/gpu_check.sh                     # results under gpu_check/
 #   STEPS=20000 OUT=/tmp/gpu bash scripts/gpu_check.sh
+#   ONLY="pytest_gpu bench_sac" bash scripts/gpu_check.sh    # some steps (names below), e.g. to fit a time limit
+#   BENCH_DEVICES=cpu,cuda bash scripts/gpu_check.sh          # benchmarks on the CPU too (default: cuda only)
+# On a machine without internet: `bash scripts/device_wheels.sh` first, where the registry is reachable, then
+# carry .whl and .gl (the device tool: carry=[".whl", ".gl"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-PY=.venv/bin/python
+if [ ! -x .venv/bin/python ] && [ -d .whl ]; then
+    # A GPU machine without internet (the `device` machines): its python3 has CUDA torch; the packages it lacks
+    # come as wheels from scripts/device_wheels.sh, the GL loaders for EGL as .deb files in .gl/.
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
+    for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+    ldconfig 2>/dev/null || true
+    [ -e embodied_rl/envs ] || ln -s ../envs embodied_rl/envs # what the editable install maps (pyproject package-dir)
+    export PYTHONPATH=$PWD/.site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+    PY=python3
+else
+    bash scripts/setup.sh
+    PY=.venv/bin/python
+fi
 $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'error: torch sees no CUDA device')"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 STEPS=${STEPS:-10000}
+BENCH_DEVICES=${BENCH_DEVICES:-cuda}
 OUT=${OUT:-gpu_check}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 # Every step runs even if an earlier one fails (a GPU session is short): failures are listed at the end.
 failed=()
-step() {  # step NAME COMMAND...: run it, log to $OUT/NAME.txt, remember a failure
+step() {  # step NAME COMMAND...: run it, log to $OUT/NAME.txt, remember a failure; ONLY="a b" runs just those
     local name=$1
     shift
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+        return 0
+    fi
     echo "== $name: $*"
     if ! "$@" 2>&1 | tee "$OUT/$name.txt"; then
         failed+=("$name")
@@ -28,16 +47,23 @@ step() {  # step NAME COMMAND...: run it, log to $OUT/NAME.txt, remember a failu
 }
 
 step pytest_gpu $PY -m pytest -q -m gpu tests
-step bench_sac $PY scripts/benchmark.py --only sac --updates 1000 --repeats 3 --out "$OUT/bench_sac.json"
-step bench_iql $PY scripts/benchmark.py --only iql --updates 1000 --repeats 3 --out "$OUT/bench_iql.json"
-step bench_sac_pixels $PY scripts/benchmark.py --only sac_pixels --pixel-updates 100 --repeats 3 \
+step bench_sac $PY scripts/benchmark.py --only sac --updates 1000 --repeats 3 --devices "$BENCH_DEVICES" --out "$OUT/bench_sac.json"
+step bench_iql $PY scripts/benchmark.py --only iql --updates 1000 --repeats 3 --devices "$BENCH_DEVICES" --out "$OUT/bench_iql.json"
+step bench_sac_pixels $PY scripts/benchmark.py --only sac_pixels --pixel-updates 100 --repeats 3 --devices "$BENCH_DEVICES" \
     --out "$OUT/bench_sac_pixels.json"
+
+# MuJoCo through EGL, independent of video encoding (a machine set up from device_wheels.sh has no ffmpeg)
+step egl_render $PY -c "from embodied_rl.envs import make_env
+obs, _ = make_env(task='metaworld/reach-v3', obs_mode='pixels', image_size=64).reset(seed=0)
+assert obs.std() > 0, 'blank frame'
+print('EGL frame', obs.shape, 'mean', obs.mean())"
+if $PY -c "import imageio_ffmpeg" 2>/dev/null; then VIDEOS=1; else VIDEOS=0; echo "note: no imageio-ffmpeg: no mp4s"; fi
 
 RUN=runs/gpu_check/metaworld/reach-v3/seed1
 step train_cudagraphs $PY scripts/train.py experiment=sac_metaworld name=gpu_check env.task=metaworld/reach-v3 seed=1 \
     device=cuda agent.compile=true agent.cudagraphs=true trainer.total_steps="$STEPS" trainer.eval_every="$STEPS" \
-    trainer.checkpoint_every="$STEPS" trainer.eval_videos=1 overwrite=true
-step evaluate_egl $PY scripts/evaluate.py "$RUN" --episodes 2 --device cuda --out "$OUT/evaluate"
+    trainer.checkpoint_every="$STEPS" trainer.eval_videos="$VIDEOS" overwrite=true
+step evaluate_egl $PY scripts/evaluate.py "$RUN" --episodes 2 --videos "$VIDEOS" --device cuda --out "$OUT/evaluate"
 ls "$OUT" "$OUT/evaluate" || true
 if ((${#failed[@]})); then
     echo "gpu_check: FAILED: ${failed[*]} (logs in $OUT/)"
