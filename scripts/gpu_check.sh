@@ -33,6 +33,10 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 # Every step runs even if an earlier one fails (a GPU session is short): failures are listed at the end.
+STEP_NAMES="pytest_gpu bench_sac bench_iql bench_sac_pixels egl_render train_cudagraphs evaluate_egl"
+for name in ${ONLY:-}; do
+    [[ " $STEP_NAMES " == *" $name "* ]] || { echo "error: ONLY names an unknown step '$name' (steps: $STEP_NAMES)"; exit 2; }
+done
 failed=()
 step() {  # step NAME COMMAND...: run it, log to $OUT/NAME.txt, remember a failure; ONLY="a b" runs just those
     local name=$1
