@@ -5,8 +5,8 @@
 # tool's 64 MiB carry limit) with this venv's versions of the missing packages, as CPython 3.12 manylinux wheels
 # or pure-Python wheels built here, and .gl/ with the GL loader packages MuJoCo's EGL rendering needs there.
 # scripts/gpu_check.sh installs both when it finds .whl/ and no .venv/ (carry `.whl` and `.gl`).
-# Left out for size: POT (not imported yet) and imageio-ffmpeg (68 MB; without it the mp4 encoding of the
-# evaluation step fails there, the EGL rendering before it is still exercised).
+# Left out for size: POT (not imported yet) and imageio-ffmpeg (68 MB): videos there are written with the
+# image's OpenCV instead (MPEG-4 part 2 rather than H.264; embodied_rl/logging/video.py).
 #   bash scripts/device_wheels.sh && du -sh .whl .gl      # PYVER=3.11 for another Python
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -56,12 +56,18 @@ step bench_iql $PY scripts/benchmark.py --only iql --updates 1000 --repeats 3 --
 step bench_sac_pixels $PY scripts/benchmark.py --only sac_pixels --pixel-updates 100 --repeats 3 --devices "$BENCH_DEVICES" \
     --out "$OUT/bench_sac_pixels.json"
 
-# MuJoCo through EGL, independent of video encoding (a machine set up from device_wheels.sh has no ffmpeg)
+# MuJoCo through EGL, independent of video encoding
 step egl_render $PY -c "from embodied_rl.envs import make_env
 obs, _ = make_env(task='metaworld/reach-v3', obs_mode='pixels', image_size=64).reset(seed=0)
 assert obs.std() > 0, 'blank frame'
 print('EGL frame', obs.shape, 'mean', obs.mean())"
-if $PY -c "import imageio_ffmpeg" 2>/dev/null; then VIDEOS=1; else VIDEOS=0; echo "note: no imageio-ffmpeg: no mp4s"; fi
+# mp4s need imageio-ffmpeg or, on a machine set up from device_wheels.sh, OpenCV (embodied_rl/logging/video.py)
+if $PY -c "import imageio_ffmpeg" 2>/dev/null || $PY -c "import cv2" 2>/dev/null; then
+    VIDEOS=1
+else
+    VIDEOS=0
+    echo "note: neither imageio-ffmpeg nor OpenCV: no mp4s"
+fi
 
 RUN=runs/gpu_check/metaworld/reach-v3/seed1
 step train_cudagraphs $PY scripts/train.py experiment=sac_metaworld name=gpu_check env.task=metaworld/reach-v3 seed=1 \

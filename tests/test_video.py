@@ -74,3 +74,32 @@ def test_evaluation_videos_play_in_real_time_unless_told_otherwise(tmp_path):
         result = evaluate_policy(policy, Blinker(), 1, video_dir=tmp_path / str(fps), fps=fps)
         with imageio.get_reader(result["per_episode"][0]["video"]) as reader:
             assert reader.get_meta_data()["fps"] == pytest.approx(expected)
+
+
+def test_without_imageio_ffmpeg_opencv_writes_the_video(tmp_path, monkeypatch):
+    """A machine without imageio-ffmpeg (a GPU machine set up from device_wheels.sh) falls back to OpenCV."""
+    from embodied_rl.logging import video
+
+    cv2 = pytest.importorskip("cv2")  # runs where OpenCV is installed (the GPU machines' image has it)
+    monkeypatch.setattr(video, "_has_imageio_ffmpeg", lambda: False)
+    frames = _frames(15, 16, n=5)  # odd height: padded to 16
+    out = write_video(tmp_path / "v.mp4", frames, fps=12)
+    capture = cv2.VideoCapture(str(out))
+    read = []
+    while (frame := capture.read()[1]) is not None:
+        read.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12)
+    assert len(read) == 5 and read[0].shape == (16, 16, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def test_without_imageio_ffmpeg_or_opencv_the_error_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from embodied_rl.logging import video
+
+    monkeypatch.setattr(video, "_has_imageio_ffmpeg", lambda: False)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
+    with pytest.raises(RuntimeError, match=r"imageio\[ffmpeg\].*or OpenCV"):
+        write_video(tmp_path / "v.mp4", _frames(16, 16))
+    assert list(tmp_path.iterdir()) == []
