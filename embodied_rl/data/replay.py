@@ -38,6 +38,7 @@ def available_memory(device: str | torch.device) -> int | None:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     host = int(line.split()[1]) * 1024  # kB
+                    break
     except OSError:
         pass
     limits = [b for b in (host, cgroup_memory_headroom()) if b is not None]
