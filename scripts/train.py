@@ -29,7 +29,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 # What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
-RUN_OUTPUTS = ("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json", "ssorl.json")
+RUN_OUTPUTS = (
+    *("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json"),
+    *("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp"),  # SS-ORL: diagnostics, the arm's dataset
+)
 
 # Keys that may differ from the run's config.yaml on resume: the flags, the run directory's name, console
 # output, the training length (so a finished run can be extended), and settings that change neither the agent
@@ -300,15 +303,23 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, device, logger) ->
     dataset_id = name if "/" in name else dataset_id_for(cfg.env.task, name)
     trajectories = load_trajectories(dataset_id, env=env)
     if cfg.get("ssorl") is not None:
-        from embodied_rl.pipelines.ssorl import prepare_ssorl_dataset
+        from embodied_rl.pipelines.ssorl import load_arm_dataset, prepare_ssorl_dataset, save_arm_dataset
 
-        trajectories, diagnostics = prepare_ssorl_dataset(
-            trajectories, OmegaConf.to_container(cfg.ssorl, resolve=True), seed=cfg.seed, device=str(device)
-        )
-        (run_dir / "ssorl.json").write_text(json.dumps(diagnostics, indent=2, default=float))
+        saved, report = run_dir / "ssorl_dataset.npz", run_dir / "ssorl.json"
+        resuming = (run_dir / "checkpoints" / "latest.pt").exists()  # else prepare_run_dir cleared the outputs
+        if resuming and saved.exists() and report.exists():  # the same data as before, no IDM training again
+            trajectories = load_arm_dataset(trajectories, saved)
+            diagnostics = json.loads(report.read_text())
+            logger.summary(f"[ssorl] resumed with the arm's dataset of {saved.name} (the IDM is not trained again)")
+        else:  # a new run, or a resume of one made before runs kept their dataset
+            trajectories, diagnostics = prepare_ssorl_dataset(
+                trajectories, OmegaConf.to_container(cfg.ssorl, resolve=True), seed=cfg.seed, device=str(device)
+            )
+            save_arm_dataset(saved, trajectories)
+            report.write_text(json.dumps(diagnostics, indent=2, default=float))
         proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
         if proxy:  # diagnosis only: the true actions of the unlabelled part are never trained on
-            if not (run_dir / "checkpoints" / "latest.pt").exists():  # a resumed run logged it already
+            if not resuming:  # a resumed run logged it already
                 logger.log(proxy, step=0, prefix="ssorl")
             logger.summary(
                 f"[ssorl] {diagnostics['arm']}: {diagnostics['num_labelled']} labelled / "

@@ -28,7 +28,9 @@ from embodied_rl.pipelines.ssorl import (
     build_arm_dataset,
     hide_actions,
     label_trajectories,
+    load_arm_dataset,
     prepare_ssorl_dataset,
+    save_arm_dataset,
     split_trajectories,
 )
 
@@ -424,3 +426,39 @@ def test_default_config_loads_and_prepares_every_arm():
         prepare_ssorl_dataset(trajectories, {"arm": "nope"})
     with pytest.raises(ValueError, match="unknown ssorl config keys"):
         prepare_ssorl_dataset(trajectories, {"labeled_fraction": 0.1})
+
+
+# ---------------------------------------------------------------- an arm's dataset kept with its run
+
+
+def test_saved_arm_dataset_rebuilds_the_same_episodes_actions_and_proxy_marks(tmp_path):
+    trajectories = [linear_trajectory(e, steps=10 + e) for e in range(12)]  # distinct lengths
+    cfg = {"arm": "semi_supervised", "labelled_fraction": 0.25, "idm": {"hidden_dims": [16], "steps": 20,
+           "eval_every": 10, "progress": False}}  # fmt: skip
+    dataset, _ = prepare_ssorl_dataset(trajectories, cfg, seed=2)
+    path = tmp_path / "arm.npz"
+    save_arm_dataset(path, dataset)
+    assert [p.name for p in tmp_path.iterdir()] == ["arm.npz"]  # no temporary file left
+
+    rebuilt = load_arm_dataset(list(reversed(trajectories)), path)  # matched by episode id, not position
+    assert [t.episode_id for t in rebuilt] == [t.episode_id for t in dataset]
+    for original, copy in zip(dataset, rebuilt):
+        np.testing.assert_array_equal(copy.actions, original.actions)  # proxies where they were, true actions else
+        np.testing.assert_array_equal(copy.observations, original.observations)
+        np.testing.assert_array_equal(copy.rewards, original.rewards)
+        assert ("proxy_action" in copy.infos) == ("proxy_action" in original.infos)
+        if "proxy_action" in original.infos:
+            np.testing.assert_array_equal(copy.infos["proxy_action"], original.infos["proxy_action"])
+    assert sum("proxy_action" in t.infos for t in rebuilt) == 9  # the 9 action-free trajectories
+    proxy_labelled = [t for t in rebuilt if "proxy_action" in t.infos]
+    assert not any(np.array_equal(t.actions, trajectories[t.episode_id].actions) for t in proxy_labelled)
+
+
+def test_saved_arm_dataset_refuses_another_source_dataset(tmp_path):
+    trajectories = [linear_trajectory(e, steps=10) for e in range(4)]
+    path = tmp_path / "arm.npz"
+    save_arm_dataset(path, trajectories)
+    with pytest.raises(DatasetError, match="episode 3 has 10 steps, the dataset has no such episode"):
+        load_arm_dataset(trajectories[:3], path)
+    with pytest.raises(DatasetError, match="episode 0 has 10 steps, the dataset has 12 steps"):
+        load_arm_dataset([linear_trajectory(0, steps=12), *trajectories[1:]], path)

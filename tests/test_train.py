@@ -297,6 +297,49 @@ def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_data
     assert json.loads((run_dir / "results.json").read_text())["updates"] == 60
 
 
+SSORL = [
+    *OFFLINE,
+    "experiment=ssorl",
+    "env=metaworld",
+    "env.task=metaworld/reach-v3",
+    "ssorl.labelled_fraction=0.34",
+    "ssorl.idm.steps=40",
+    "ssorl.idm.eval_every=20",
+    "ssorl.idm.hidden_dims=[32,32]",
+    "ssorl.idm.progress=false",
+    "trainer.reward.normalize=none",
+]
+
+
+def test_ssorl_resume_trains_on_the_saved_proxy_actions_without_training_the_idm_again(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    import embodied_rl.pipelines.ssorl as ssorl
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    args = [*SSORL, "agent.actor_lr_schedule_steps=60"]  # else it follows total_updates, 30 in the first part
+    train_in_process([*args, f"run_dir={whole}"])
+    train_in_process([*args, f"run_dir={split}", "trainer.total_updates=30"])
+    first = json.loads((split / "ssorl.json").read_text())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a resumed SS-ORL run trained its IDM again")
+
+    monkeypatch.setattr(ssorl, "train_inverse_dynamics", no_training)
+    train_in_process([*args, f"run_dir={split}", "resume=true"])
+    assert json.loads((split / "ssorl.json").read_text()) == first
+    a = torch.load(whole / "checkpoints" / "latest.pt", weights_only=False)["agent"]
+    b = torch.load(split / "checkpoints" / "latest.pt", weights_only=False)["agent"]
+    for key, value in a["actor"].items():
+        assert torch.allclose(value, b["actor"][key]), key
+
+    # a run made before runs kept their arm's dataset resumes by preparing it again
+    monkeypatch.undo()
+    (split / "ssorl_dataset.npz").unlink()
+    assert train_in_process([*args, f"run_dir={split}", "resume=true", "trainer.total_updates=90"])["updates"] == 90
+    assert (split / "ssorl_dataset.npz").exists()
+
+
 def test_ssorl_metaworld_experiment_is_ssorl_with_the_readme_settings_pinned():
     by_hand = [
         "experiment=ssorl",

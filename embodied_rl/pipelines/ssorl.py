@@ -14,7 +14,9 @@ This module builds the stage-3 dataset; the offline RL trainer is separate. Flow
                  --train_inverse_dynamics(labelled)--> IDM           (semi_supervised arm only)
                  --build_arm_dataset(arm, ...)--> list[Trajectory]    (labelled_only | semi_supervised | oracle)
 
-`prepare_ssorl_dataset` runs the whole flow from a config (configs/ssorl/default.yaml).
+`prepare_ssorl_dataset` runs the whole flow from a config (configs/ssorl/default.yaml); `save_arm_dataset` /
+`load_arm_dataset` keep its result with a run, so a resumed run trains on the same proxy actions without
+training the IDM again.
 
 The split reproduces the paper's "coupled" setting, where the labelled data is small *and* of low quality: the
 labelled trajectories are a `labelled_fraction` of the dataset drawn from its lowest-return `return_quantile`
@@ -24,8 +26,10 @@ labelled trajectories are a `labelled_fraction` of the dataset drawn from its lo
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -276,3 +280,54 @@ def prepare_ssorl_dataset(
     diagnostics["num_dataset_trajectories"] = len(dataset)
     diagnostics["num_dataset_steps"] = sum(len(t) for t in dataset)
     return dataset, diagnostics
+
+
+# ---------------------------------------------------------------- keeping an arm's dataset with its run
+
+
+def save_arm_dataset(path: str | Path, dataset: Sequence[Trajectory]) -> None:
+    """Write what makes `dataset` (an arm's, from `prepare_ssorl_dataset`) differ from the source dataset: its
+    episode ids in order and its actions, proxy actions marked. Written atomically (temporary file + rename),
+    so a crash never leaves half a file; `load_arm_dataset` rebuilds the dataset from it.
+    """
+    path = Path(path)
+    steps = [len(t) for t in dataset]
+    proxy = [t.infos.get("proxy_action", np.zeros(n, dtype=bool)) for t, n in zip(dataset, steps)]
+    arrays = {
+        "episode_ids": np.array([t.episode_id for t in dataset], dtype=np.int64),  # (E,)
+        "steps": np.array(steps, dtype=np.int64),  # (E,)
+        "actions": np.concatenate([np.asarray(t.actions, dtype=np.float32) for t in dataset]),  # (sum steps, A)
+        "proxy_action": np.concatenate(proxy).astype(bool),  # (sum steps,)
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as f:
+        np.savez(f, **arrays)
+    os.replace(temporary, path)
+
+
+def load_arm_dataset(trajectories: Sequence[Trajectory], path: str | Path) -> list[Trajectory]:
+    """The arm dataset saved by `save_arm_dataset`, rebuilt from the source dataset's `trajectories`: the same
+    episodes in the same order, with the saved (true or proxy) actions. A `DatasetError` if the source dataset
+    is not the one the file was made from (an episode id missing, or another length).
+    """
+    with np.load(path) as stored:
+        episode_ids, steps = stored["episode_ids"], stored["steps"]
+        actions, proxy = stored["actions"], stored["proxy_action"]
+    by_id = {t.episode_id: t for t in trajectories}
+    if len(by_id) != len(trajectories):
+        raise DatasetError("the dataset's episode ids are not unique: cannot match it with a saved arm dataset")
+    out: list[Trajectory] = []
+    for episode_id, start, length in zip(episode_ids.tolist(), np.cumsum(steps) - steps, steps.tolist()):
+        source = by_id.get(episode_id)
+        if source is None or len(source) != length:
+            found = "no such episode" if source is None else f"{len(source)} steps"
+            raise DatasetError(
+                f"{path} was made from another dataset: its episode {episode_id} has {length} steps, the dataset "
+                f"has {found}"
+            )
+        infos = dict(source.infos)
+        if proxy[start : start + length].any():
+            infos["proxy_action"] = proxy[start : start + length]
+        fields_ = {**_trajectory_fields(source), "actions": actions[start : start + length], "infos": infos}
+        out.append(Trajectory(**fields_))
+    return out
