@@ -528,6 +528,41 @@ def test_collect_dataset_with_a_plain_gym_env(minari_root):
     assert open_dataset("embodied_rl/pendulum/random-v0").storage.metadata["embodied_rl"]["collection"] == stats
 
 
+KILLED_COLLECTION = """
+import os, signal
+import gymnasium as gym
+from embodied_rl.data import RandomPolicy, collect_dataset
+
+env = gym.make("Pendulum-v1", max_episode_steps=6)
+random_actions, calls = RandomPolicy(env.action_space, 0), 0
+
+def policy(obs, info=None):  # killed in the 4th episode: 2 written (flush_every=2), the 3rd not yet
+    global calls
+    calls += 1
+    if calls == 20:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return random_actions(obs, info)
+
+collect_dataset(env, policy, "embodied_rl/pendulum/killed-v0", episodes=6, flush_every=2, progress=False)
+"""
+
+
+def test_a_killed_collection_leaves_a_dataset_that_loading_refuses(minari_root):
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(minari_root)}
+    result = subprocess.run([sys.executable, "-c", KILLED_COLLECTION], env=env, capture_output=True, timeout=120)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    dataset_id = "embodied_rl/pendulum/killed-v0"
+    assert minari.load_dataset(dataset_id).total_episodes == 2  # the first chunk is on disk
+    with pytest.raises(DatasetError, match="is incomplete: writing it was interrupted"):
+        load_trajectories(dataset_id)
+    pendulum = gym.make("Pendulum-v1", max_episode_steps=6)
+    with pytest.raises(DatasetError, match="is incomplete: .* overwrite=true"):
+        collect_dataset(pendulum, RandomPolicy(pendulum.action_space, 0), dataset_id, episodes=1)
+    collect_dataset(pendulum, RandomPolicy(pendulum.action_space, 0), dataset_id, episodes=3, overwrite=True,
+                    flush_every=2, progress=False)  # fmt: skip
+    assert len(load_trajectories(dataset_id)) == 3  # written again: complete
+
+
 def test_rollout_stops_after_max_steps_as_a_truncation():
     from embodied_rl.data.collection import rollout
 

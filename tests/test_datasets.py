@@ -18,6 +18,7 @@ import torch
 from script_helpers import load_script, train_in_process
 
 from embodied_rl.data import (
+    DatasetError,
     ReplayBuffer,
     Trajectory,
     load_trajectories,
@@ -25,7 +26,7 @@ from embodied_rl.data import (
     open_dataset,
     write_dataset,
 )
-from embodied_rl.data.minari_io import dataset_exists, update_metadata
+from embodied_rl.data.minari_io import INCOMPLETE_KEY, dataset_exists, update_metadata
 from embodied_rl.data.recipes import (
     MEDIUM_NOISE,
     MIXED_LEVELS,
@@ -202,6 +203,18 @@ def test_existing_tier_built_with_other_settings_is_an_error():
         metaworld_tiers(MW_TASK, 1, tiers=["random"], reference_episodes=1, seed=1, **tiny)
     rows = metaworld_tiers(MW_TASK, 1, tiers=["random", "medium"], reference_episodes=1, medium=(0, 0.5), **tiny)
     assert [row["status"] for row in rows] == ["exists", "exists"]
+
+
+def test_an_interrupted_tier_is_built_again():
+    tiny = {"time_limit": 20, "progress": False}
+    metaworld_tiers(MW_TASK, 2, tiers=["random"], reference_episodes=1, **tiny)
+    dataset_id = "embodied_rl/metaworld-drawer-open-v3/random-v0"
+    update_metadata(open_dataset(dataset_id), {INCOMPLETE_KEY: True})  # as a killed build leaves it
+    with pytest.raises(DatasetError, match="is incomplete"):
+        open_dataset(dataset_id)
+    rows = metaworld_tiers(MW_TASK, 2, tiers=["random"], reference_episodes=1, **tiny)
+    assert [(row["status"], row["episodes"]) for row in rows] == [("built", 2)]
+    assert len(load_trajectories(dataset_id)) == 2
 
 
 def test_existing_tier_is_checked_only_on_the_settings_its_metadata_holds():

@@ -165,7 +165,8 @@ def write_trajectories(
 ) -> tuple[minari.MinariDataset, dict[str, float]]:
     """Write a stream of trajectories (e.g. rollouts made on the fly) to the local Minari dataset
     `dataset_id`, `flush_every` at a time. Returns the dataset and its statistics (also stored in its
-    metadata under `embodied_rl.collection`). Nothing is left behind on failure."""
+    metadata under `embodied_rl.collection`). Nothing is left behind on an exception; a killed process leaves
+    a dataset marked incomplete (`minari_io.INCOMPLETE_KEY`), which loading refuses."""
     minari_io.check_writable(dataset_id, overwrite)
     dataset, chunk, returns, successes, steps = None, [], [], [], 0
 
@@ -180,6 +181,7 @@ def write_trajectories(
                 algorithm_name=algorithm_name,
                 overwrite=overwrite,
                 jpeg_encoding=False,
+                metadata={minari_io.INCOMPLETE_KEY: True},  # cleared once every chunk is written
             )
         else:
             minari_io.append_trajectories(dataset, chunk)
@@ -198,7 +200,7 @@ def write_trajectories(
         if dataset is None:
             raise ValueError(f"no trajectories to write to {dataset_id!r}")
         stats = {**summarize(returns, successes), "steps": steps}
-        extra = dict(metadata or {})
+        extra = {**(metadata or {}), minari_io.INCOMPLETE_KEY: False}
         extra.setdefault("embodied_rl", {})["collection"] = stats
         minari_io.update_metadata(dataset, extra)
     except BaseException:

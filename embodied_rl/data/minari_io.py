@@ -23,6 +23,7 @@ import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.dataset.minari_dataset import parse_dataset_id
+from minari.dataset.minari_storage import MinariStorage
 from minari.storage.datasets_root_dir import get_dataset_path
 
 from embodied_rl.data.errors import DatasetError
@@ -31,6 +32,10 @@ from embodied_rl.data.trajectory import Trajectory
 NAMESPACE = "embodied_rl"
 FRAME_KEY = "frame"
 SUCCESS_KEY = "success"
+# Metadata flag of a dataset still being written in chunks (`collection.write_trajectories`): set with the first
+# chunk, cleared after the last. A dataset that keeps it was interrupted (a killed collection) and holds only
+# some of its episodes: loading it is an error, and `scripts/make_datasets.py` builds such a tier again.
+INCOMPLETE_KEY = "embodied_rl_incomplete"
 
 DatasetLike = str | minari.MinariDataset
 
@@ -68,10 +73,29 @@ def dataset_exists(dataset_id: str) -> bool:
     return get_dataset_path(dataset_id).exists()
 
 
+def is_incomplete(dataset_id: str) -> bool:
+    """Whether the local dataset `dataset_id` is one whose writing was interrupted (see `INCOMPLETE_KEY`)."""
+    try:
+        metadata = MinariStorage.read_raw_metadata(get_dataset_path(dataset_id) / "data")
+    except Exception:  # missing or unreadable: open_dataset says which
+        return False
+    return bool(metadata.get(INCOMPLETE_KEY, False))
+
+
+def _incomplete_message(dataset_id: str) -> str:
+    return (
+        f"dataset {dataset_id!r} is incomplete: writing it was interrupted (the collection was killed?), so it "
+        "holds only some of its episodes. Write it again with overwrite=true (scripts/collect.py) or run "
+        "scripts/make_datasets.py again (it rebuilds interrupted tiers)"
+    )
+
+
 def check_writable(dataset_id: str, overwrite: bool = False) -> None:
     """Raise `DatasetError` for a malformed id, or for an existing dataset unless `overwrite`."""
     validate_dataset_id(dataset_id)
     if dataset_exists(dataset_id) and not overwrite:
+        if is_incomplete(dataset_id):
+            raise DatasetError(_incomplete_message(dataset_id))
         raise DatasetError(
             f"dataset {dataset_id!r} already exists at {get_dataset_path(dataset_id)}; "
             "pass overwrite=true to replace it, or choose another name or version"
@@ -104,6 +128,8 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
     except Exception as err:
         raise DatasetError(f"dataset {dataset!r} at {data_path} is corrupt (unreadable metadata): {err}") from err
     _probe(opened, dataset)
+    if opened.storage.metadata.get(INCOMPLETE_KEY, False):
+        raise DatasetError(_incomplete_message(dataset))
     return opened
 
 

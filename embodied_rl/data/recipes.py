@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -196,10 +197,14 @@ def _pending(task: str, requests: dict[str, dict[str, Any]], overwrite: bool) ->
     """Tiers still to build, and summary rows of the ones already there (kept unless `overwrite`).
 
     `requests` maps each tier to the settings asked for now; a kept tier built with other settings is an
-    error (its data or reference returns would not match the other tiers')."""
+    error (its data or reference returns would not match the other tiers'). A tier whose writing was
+    interrupted (a killed run) is deleted and built again."""
     todo, skipped = [], []
     for tier, requested in requests.items():
         dataset_id = minari_io.dataset_id_for(task, tier)
+        if minari_io.dataset_exists(dataset_id) and minari_io.is_incomplete(dataset_id):
+            print(f"[datasets] {dataset_id}: its writing was interrupted; building it again", file=sys.stderr)
+            minari_io.delete_dataset(dataset_id)
         if not minari_io.dataset_exists(dataset_id) or overwrite:
             todo.append(tier)
             continue
