@@ -400,10 +400,11 @@ def main(cfg: DictConfig) -> None:
     from embodied_rl.data import DatasetError
     from embodied_rl.envs import UnknownTaskError
     from embodied_rl.trainers.builders import ConfigError
+    from embodied_rl.trainers.divergence import TrainingDiverged
 
     try:
         train(cfg)
-    except (UnknownTaskError, DatasetError, ConfigError) as err:
+    except (UnknownTaskError, DatasetError, ConfigError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             # an ordinary exception fails this job only: Hydra runs the sweep's other jobs, then exits 1

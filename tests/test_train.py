@@ -297,6 +297,49 @@ def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_data
     assert json.loads((run_dir / "results.json").read_text())["updates"] == 60
 
 
+# ------------------------------------------------------------------ divergence
+def _nan_after(update, calls: int):
+    """An agent's `update` that returns a NaN critic loss from its `calls`-th call on (as a diverged run does)."""
+    count = 0
+
+    def wrapped(self, batch):
+        nonlocal count
+        count += 1
+        metrics = update(self, batch)
+        return {**metrics, "critic_loss": torch.tensor(float("nan"))} if count >= calls else metrics
+
+    return wrapped
+
+
+def test_a_diverged_online_run_stops_before_it_evaluates_or_checkpoints_broken_networks(tmp_path, monkeypatch):
+    from embodied_rl.agents.sac import SAC
+    from embodied_rl.trainers.divergence import TrainingDiverged
+
+    monkeypatch.setattr(SAC, "update", _nan_after(SAC.update, 70))  # update 70 happens at step 60 + 70 = 130
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at step 140: .*critic_loss=nan"):
+        train_in_process([*TINY, f"run_dir={tmp_path}"])
+    assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)["step"] == 100
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_000000100.pt"]
+    assert not (tmp_path / "results.json").exists()
+    assert metric_rows(tmp_path)[-1]["train/critic_loss"] == "nan"  # the diverged update is on record
+
+
+def test_a_diverged_offline_run_stops_with_one_clear_error(tiny_dataset, tmp_path, monkeypatch):
+    from embodied_rl.agents.iql import IQL
+    from embodied_rl.trainers.divergence import TrainingDiverged
+
+    monkeypatch.setattr(IQL, "update", _nan_after(IQL.update, 25))
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at update 30: "):
+        train_in_process([*OFFLINE, f"run_dir={tmp_path / 'patched'}", "trainer.checkpoint_every=20"])
+    assert torch.load(tmp_path / "patched" / "checkpoints" / "latest.pt", weights_only=False)["step"] == 20
+    monkeypatch.undo()
+
+    result = run_cli([*OFFLINE, f"run_dir={tmp_path / 'cli'}", "agent.critic_lr=1e30"])  # overflows at once
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: training diverged at update 10: " in result.stderr
+    assert not (tmp_path / "cli" / "checkpoints").exists() and not (tmp_path / "cli" / "results.json").exists()
+
+
 SSORL = [
     *OFFLINE,
     "experiment=ssorl",

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from embodied_rl.data import Transitions
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from embodied_rl.trainers.divergence import check_finite
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
 
 
@@ -95,16 +96,22 @@ class OfflineTrainer:
             last_metrics = self.agent.update(self.data.sample(cfg.batch_size, self.generator))
             self.step += 1
             bar.update(1)
-            if cfg.log_every > 0 and self.step % cfg.log_every == 0:
+            last = self.step >= cfg.total_updates
+            log_now = cfg.log_every > 0 and self.step % cfg.log_every == 0
+            evaluate_now = (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or last
+            save_now = (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or last
+            if log_now:
                 now = time.perf_counter()
                 speed = {"updates_per_second": (self.step - tick_step) / max(now - tick, 1e-9)}
                 self.logger.log({**last_metrics, **speed}, self.step, prefix="train")
                 tick, tick_step = now, self.step
-            if (cfg.eval_every > 0 and self.step % cfg.eval_every == 0) or self.step >= cfg.total_updates:
+            if log_now or evaluate_now or save_now:  # never inside the update path: no extra host sync there
+                check_finite(last_metrics, self.step, unit="update")
+            if evaluate_now:
                 self.last_eval = self.evaluate()
                 if is_better(self.last_eval, self.best_eval):
                     self.best_eval = self.last_eval
-            if (cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0) or self.step >= cfg.total_updates:
+            if save_now:
                 self.save()
         bar.close()
         if self.last_eval is None or self.last_eval.get("step") != self.step:  # no evaluation at this update yet

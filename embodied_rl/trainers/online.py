@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from embodied_rl.envs import subenv_seeds
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from embodied_rl.trainers.divergence import check_finite
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
 
 
@@ -151,7 +152,10 @@ class OnlineTrainer:
                     self.updates_done += 1
                     self.update_debt -= 1.0
 
-            if _crossed(self.step, self.num_envs, cfg.log_every):
+            log_now = _crossed(self.step, self.num_envs, cfg.log_every)
+            evaluate_now = _crossed(self.step, self.num_envs, cfg.eval_every) or self.step >= cfg.total_steps
+            save_now = _crossed(self.step, self.num_envs, cfg.checkpoint_every) or self.step >= cfg.total_steps
+            if log_now:
                 now = time.perf_counter()
                 speed = {
                     "steps_per_second": (self.step - tick_step) / max(now - tick, 1e-9),
@@ -159,11 +163,13 @@ class OnlineTrainer:
                 }
                 self.logger.log({**last_metrics, **speed}, self.step, prefix="train")
                 tick, tick_step = now, self.step
-            if _crossed(self.step, self.num_envs, cfg.eval_every) or self.step >= cfg.total_steps:
+            if log_now or evaluate_now or save_now:  # never inside the update path: no extra host sync there
+                check_finite(last_metrics, self.step)
+            if evaluate_now:
                 self.last_eval = self.evaluate()
                 if is_better(self.last_eval, self.best_eval):
                     self.best_eval = self.last_eval
-            if _crossed(self.step, self.num_envs, cfg.checkpoint_every) or self.step >= cfg.total_steps:
+            if save_now:
                 self.save()
         bar.close()
         if self.last_eval is None or self.last_eval.get("step") != self.step:  # no evaluation at this step yet
