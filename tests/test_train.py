@@ -271,23 +271,23 @@ def test_offline_resume_continues_the_same_minibatch_stream(tiny_dataset, tmp_pa
         assert torch.allclose(value, b["actor"][key]), key
 
 
+SSORL = [
+    *OFFLINE,
+    "experiment=ssorl",
+    "env=metaworld",
+    "env.task=metaworld/reach-v3",
+    "ssorl.labelled_fraction=0.34",
+    "ssorl.idm.steps=40",
+    "ssorl.idm.eval_every=20",
+    "ssorl.idm.hidden_dims=[32,32]",
+    "ssorl.idm.progress=false",
+    "trainer.reward.normalize=none",
+]
+
+
 def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_dataset, tmp_path):
     run_dir = tmp_path / "ssorl"
-    train_in_process(
-        [
-            *OFFLINE,
-            "experiment=ssorl",
-            "env=metaworld",
-            "env.task=metaworld/reach-v3",
-            f"run_dir={run_dir}",
-            "ssorl.labelled_fraction=0.34",
-            "ssorl.idm.steps=40",
-            "ssorl.idm.eval_every=20",
-            "ssorl.idm.hidden_dims=[32,32]",
-            "ssorl.idm.progress=false",
-            "trainer.reward.normalize=none",
-        ]
-    )
+    train_in_process([*SSORL, f"run_dir={run_dir}"])
     diagnostics = json.loads((run_dir / "ssorl.json").read_text())
     assert diagnostics["arm"] == "semi_supervised"
     assert diagnostics["num_labelled"] == 2 and diagnostics["num_unlabelled"] == 4
@@ -338,20 +338,6 @@ def test_a_diverged_offline_run_stops_with_one_clear_error(tiny_dataset, tmp_pat
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: training diverged at update 10: " in result.stderr
     assert not (tmp_path / "cli" / "checkpoints").exists() and not (tmp_path / "cli" / "results.json").exists()
-
-
-SSORL = [
-    *OFFLINE,
-    "experiment=ssorl",
-    "env=metaworld",
-    "env.task=metaworld/reach-v3",
-    "ssorl.labelled_fraction=0.34",
-    "ssorl.idm.steps=40",
-    "ssorl.idm.eval_every=20",
-    "ssorl.idm.hidden_dims=[32,32]",
-    "ssorl.idm.progress=false",
-    "trainer.reward.normalize=none",
-]
 
 
 def test_ssorl_resume_trains_on_the_saved_proxy_actions_without_training_the_idm_again(
