@@ -39,6 +39,8 @@ def make_vector_env(
     Synchronous by default, subprocesses with ``asynchronous=True``. Autoreset is SAME_STEP: a finished
     sub-env is reset inside the step that ended it, its last observation in ``info["final_obs"]``.
     """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     config = to_env_config(cfg, **overrides)
     seeds = subenv_seeds(config.seed, num_envs)
     env_fns = [functools.partial(make_env, dataclasses.replace(config, seed=seed)) for seed in seeds]

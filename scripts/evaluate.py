@@ -26,6 +26,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, nargs="?", help="run directory, checkpoints/ directory or .pt file")
@@ -36,9 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="evaluate Meta-World's scripted expert on TASK instead of a checkpoint",
     )
-    parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--videos", type=int, default=None, help="episodes to record (default: all)")
-    parser.add_argument("--video-size", type=int, default=256, help="frame size of videos of state-based agents")
+    parser.add_argument("--episodes", type=positive_int, default=10)
+    parser.add_argument("--videos", type=non_negative_int, default=None, help="episodes to record (default: all)")
+    parser.add_argument(
+        "--video-size", type=positive_int, default=256, help="frame size of videos of state-based agents"
+    )
     parser.add_argument(
         "--fps", type=positive_float, default=None, help="video frame rate (default: the env's: real time)"
     )

@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.add_argument("--tiers", default=",".join(tiers), help=f"comma-separated subset of {','.join(tiers)}")
         sub.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
         sub.add_argument("--reference-episodes", type=int, default=10, help="rollouts for the reference returns")
-        sub.add_argument("--root", default=None, help="datasets folder (default $MINARI_DATASETS_PATH or ~/.minari)")
+        sub.add_argument(
+            "--root", default=None, help="datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)"
+        )
         sub.add_argument("--overwrite", action="store_true", help="rebuild datasets that already exist")
         sub.add_argument("--summary", default=None, help="also write the summary table as JSON to this file")
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")

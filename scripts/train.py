@@ -242,6 +242,8 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in ("kind", "num_envs", "asynchronous_envs", "replay_size", "replay_device"):
         trainer_cfg.pop(key)
+    with config_errors():  # before any env is made
+        trainer_config = OnlineTrainerConfig(**trainer_cfg)
     t = cfg.trainer
     with config_errors():
         envs = make_vector_env(env_cfg, num_envs=t.num_envs, asynchronous=t.asynchronous_envs)
@@ -260,9 +262,7 @@ def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
             buffer = ReplayBuffer.from_spaces(
                 t.replay_size, envs.single_observation_space, envs.single_action_space, device=replay_device
             )
-        trainer = OnlineTrainer(
-            OnlineTrainerConfig(**trainer_cfg), envs, eval_env, agent, buffer, logger, run_dir, seed=cfg.seed
-        )
+        trainer = OnlineTrainer(trainer_config, envs, eval_env, agent, buffer, logger, run_dir, seed=cfg.seed)
         if cfg.resume and (run_dir / "checkpoints" / "latest.pt").exists():
             trainer.resume(run_dir / "checkpoints")
             logger.summary(f"[resume] continuing {run_dir} from step {trainer.step}")
@@ -355,6 +355,11 @@ def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
     from embodied_rl.trainers import OfflineTrainer, OfflineTrainerConfig
     from embodied_rl.trainers.builders import make_agent
 
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in ("kind", "dataset", "reward"):
+        trainer_cfg.pop(key)
+    with config_errors():  # before the dataset is loaded (and an SS-ORL IDM trained)
+        trainer_config = OfflineTrainerConfig(**trainer_cfg)
     with config_errors():
         env = make_env(OmegaConf.to_container(cfg.env, resolve=True))
     try:
@@ -368,11 +373,8 @@ def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
             agent.fit_normalizer(data.obs)
         data = scale_rewards(data, trajectories, cfg)
         metadata = open_dataset(dataset_id).storage.metadata
-        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-        for key in ("kind", "dataset", "reward"):
-            trainer_cfg.pop(key)
         trainer = OfflineTrainer(
-            OfflineTrainerConfig(**trainer_cfg),
+            trainer_config,
             data,
             env,
             agent,

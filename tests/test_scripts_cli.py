@@ -156,11 +156,17 @@ def test_evaluate_records_videos_at_the_requested_size(tiny_run, tmp_path):
     assert len(frames) == 3 and frames[0].shape == (24, 24, 3)  # the reset frame, then one per step
 
 
-def test_evaluate_rejects_a_frame_rate_that_is_not_positive(tmp_path, capsys):
-    for fps in ("0", "-5"):
+def test_evaluate_rejects_counts_and_a_frame_rate_out_of_range(tmp_path, capsys):
+    for option, value, message in [
+        ("--fps", "0", "must be > 0"),
+        ("--fps", "-5", "must be > 0"),
+        ("--episodes", "0", "must be >= 1"),
+        ("--videos", "-1", "must be >= 0"),
+        ("--video-size", "0", "must be >= 1"),
+    ]:
         with pytest.raises(SystemExit) as exc:
-            load_script("evaluate").main([str(tmp_path), "--fps", fps])
-        assert exc.value.code == 2 and "--fps: must be > 0" in capsys.readouterr().err
+            load_script("evaluate").main([str(tmp_path), option, value])
+        assert exc.value.code == 2 and f"{option}: {message}, got {value}" in capsys.readouterr().err
 
 
 def test_evaluate_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path, capsys):

@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -743,6 +744,41 @@ def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path
     assert result.returncode == 2, result.stderr[-2000:]
     assert "error: " in result.stderr and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists(), "a run that failed its config checks left its folder behind"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.num_envs=0"], "num_envs must be >= 1, got 0"),
+        (
+            ["trainer.utd_ratio=-1", "trainer.batch_size=0", "trainer.log_every=-5"],
+            "invalid trainer settings: trainer.utd_ratio=-1 (must be > 0), trainer.batch_size=0 (must be > 0), "
+            "trainer.log_every=-5 (must be >= 0)",
+        ),
+        (["trainer.eval_episodes=0"], "trainer.eval_episodes=0 (must be > 0)"),
+        (
+            ["agent.gamma=1.5", "agent.tau=0", "agent.alpha_lr=-1e-4"],
+            "invalid hyperparameters: gamma=1.5 (must be in [0, 1]), tau=0 (must be in (0, 1]), alpha_lr=-0.0001 "
+            "(must be > 0)",
+        ),
+    ],
+)
+def test_values_out_of_range_are_config_errors_before_anything_runs(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train_in_process([*TINY, *overrides, f"run_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_offline_values_out_of_range_are_config_errors(tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("trainer.batch_size=0 (must be > 0)")):
+        train_in_process([*SSORL, "trainer.batch_size=0", f"run_dir={tmp_path / 'a'}"])  # before the IDM trains
+    for agent, option, message in [
+        ("iql", "agent.beta=-1", "beta (the inverse temperature) must be >= 0, got -1"),
+        ("td3bc", "agent.alpha=-2.5", "policy_noise, noise_clip, alpha must be >= 0, got 0.2, 0.5, -2.5"),
+        ("bc", "agent.lr=0", "invalid hyperparameters: lr=0 (must be > 0)"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train_in_process([*OFFLINE, f"experiment={agent}", option, f"run_dir={tmp_path / agent}"])
 
 
 def test_extending_an_iql_run_stretches_its_derived_lr_schedule(tiny_dataset, tmp_path):

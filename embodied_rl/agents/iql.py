@@ -54,7 +54,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import make_adam, maybe_cuda_graph, soft_update_
+from embodied_rl.agents.common import check_hparams, make_adam, maybe_cuda_graph, soft_update_
 from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.offline import GaussianActor, OfflineAgentBase
 from embodied_rl.nn import EnsembleMLP, mlp
@@ -122,6 +122,9 @@ class IQL(OfflineAgentBase):
             raise ValueError(f"expectile must be in (0, 1), got {expectile}")
         if actor_lr_schedule_steps is not None and actor_lr_schedule_steps < 1:
             raise ValueError("actor_lr_schedule_steps must be None or >= 1")
+        check_hparams(gamma, tau, actor_lr=actor_lr, critic_lr=critic_lr, value_lr=value_lr, max_weight=max_weight)
+        if beta < 0:
+            raise ValueError(f"beta (the inverse temperature) must be >= 0, got {beta}")
         self.hidden_dims, self.activation, self.num_critics = tuple(hidden_dims), activation, num_critics
         self.actor_lr, self.critic_lr, self.value_lr = actor_lr, critic_lr, value_lr
         self.gamma, self.tau, self.expectile, self.beta, self.max_weight = gamma, tau, expectile, beta, max_weight

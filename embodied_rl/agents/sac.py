@@ -70,6 +70,7 @@ from torch import nn
 
 from embodied_rl.agents.common import (
     batch_fields,
+    check_hparams,
     detached_parameters,
     load_optimizer_state,
     make_adam,
@@ -180,6 +181,7 @@ class SAC:
             raise ValueError("SAC needs finite action bounds (actions are tanh-squashed into them)")
         if num_critics < 1 or actor_update_every < 1 or target_update_every < 1:
             raise ValueError("num_critics, actor_update_every and target_update_every must be >= 1")
+        check_hparams(gamma, tau, actor_lr=actor_lr, critic_lr=critic_lr, alpha_lr=alpha_lr, init_alpha=init_alpha)
         self.observation_space, self.action_space = observation_space, action_space
         self.action_dim = int(action_space.shape[0])
         self.hidden_dims = tuple(hidden_dims)

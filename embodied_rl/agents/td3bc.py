@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from embodied_rl.agents.common import (
+    check_hparams,
     detached_parameters,
     make_adam,
     maybe_cuda_graph,
@@ -90,6 +91,9 @@ class TD3BC(OfflineAgentBase):
     ):
         if num_critics < 1 or policy_update_every < 1:
             raise ValueError("num_critics and policy_update_every must be >= 1")
+        check_hparams(gamma, tau, actor_lr=actor_lr, critic_lr=critic_lr)
+        if min(policy_noise, noise_clip, alpha) < 0:
+            raise ValueError(f"policy_noise, noise_clip, alpha must be >= 0, got {policy_noise}, {noise_clip}, {alpha}")
         self.hidden_dims, self.activation, self.num_critics = tuple(hidden_dims), activation, num_critics
         self.actor_lr, self.critic_lr, self.gamma, self.tau = actor_lr, critic_lr, gamma, tau
         self.policy_noise, self.noise_clip, self.policy_update_every = policy_noise, noise_clip, policy_update_every

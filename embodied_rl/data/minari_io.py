@@ -121,7 +121,8 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
         raise DatasetError(
             f"unknown dataset id {dataset!r}: nothing at {data_path.parent} "
             f"(datasets root {datasets_root()}; MINARI_DATASETS_PATH sets it). Local datasets: {listing}. "
-            "Create it with scripts/collect.py."
+            "Create it with scripts/collect.py (the graded tiers expert, medium, mixed, random and medium-replay: "
+            "scripts/make_datasets.py)."
         )
     try:
         opened = minari.MinariDataset(data_path)

@@ -19,6 +19,7 @@ from embodied_rl.data import Transitions
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from embodied_rl.trainers.divergence import check_finite
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
+from embodied_rl.trainers.validation import check_ranges
 
 
 @dataclass
@@ -32,6 +33,13 @@ class OfflineTrainerConfig:
     keep_checkpoints: int = 2
     log_every: int = 1_000
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            positive=("total_updates", "batch_size", "eval_episodes"),
+            non_negative=("eval_every", "eval_videos", "checkpoint_every", "keep_checkpoints", "log_every"),
+        )
 
 
 class OfflineTrainer:

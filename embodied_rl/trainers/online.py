@@ -20,6 +20,7 @@ from embodied_rl.envs import subenv_seeds
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from embodied_rl.trainers.divergence import check_finite
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
+from embodied_rl.trainers.validation import check_ranges
 
 
 @dataclass
@@ -36,6 +37,16 @@ class OnlineTrainerConfig:
     save_replay: bool = True  # put the replay buffer into checkpoints (needed for an exact resume)
     log_every: int = 1_000
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            positive=("total_steps", "utd_ratio", "batch_size", "eval_episodes"),
+            non_negative=(
+                *("seed_steps", "eval_every", "eval_videos"),
+                *("checkpoint_every", "keep_checkpoints", "log_every"),
+            ),
+        )
 
 
 class OnlineTrainer:
