@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
         except RuntimeError as err:
             print(f"error: {mismatch_message(err, env)}", file=sys.stderr)
             raise SystemExit(2) from err
+        except ValueError as err:  # the run's config.yaml holds a setting the agent refuses
+            print(f"error: {ckpt_path}: {err}", file=sys.stderr)
+            raise SystemExit(2) from err
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
         out = args.out or run_dir / "eval" / f"step_{ckpt['step']:09d}"

@@ -16,6 +16,7 @@ its config before writing any output leaves no run directory behind.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import sys
@@ -202,6 +203,7 @@ def _train(cfg: DictConfig) -> dict:
     if cfg.trainer.kind not in ("online", "offline"):
         raise ConfigError(f"trainer.kind must be 'online' or 'offline', got {cfg.trainer.kind!r}")
     device = resolve_device(cfg.device)
+    trainer_config = trainer_config_from(cfg)  # a bad setting is an error before the run directory is touched
     run_dir, resume_step = prepare_run_dir(cfg)
     total = cfg.trainer.total_steps if cfg.trainer.kind == "online" else cfg.trainer.total_updates
     if resume_step is not None and resume_step >= total:
@@ -213,13 +215,31 @@ def _train(cfg: DictConfig) -> dict:
         logger.summary(f"[resume] no checkpoint in {run_dir}: starting from step 0 with fresh logs")
     try:
         run = train_online if cfg.trainer.kind == "online" else train_offline
-        results = run(cfg, run_dir, device, logger)
+        results = run(cfg, trainer_config, run_dir, device, logger)
     finally:
         logger.close()
     results.update(task=cfg.env.task, agent=cfg.agent.name, seed=cfg.seed, device=str(device))
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     logger.summary(f"[done] {run_dir}: final {results['final']}")
     return results
+
+
+def trainer_config_from(cfg: DictConfig):
+    """`OnlineTrainerConfig` / `OfflineTrainerConfig` from `cfg.trainer` (range checks included), less the keys
+    that train.py itself reads (kind, vector envs and replay; dataset and reward)."""
+    from embodied_rl.trainers import OfflineTrainerConfig, OnlineTrainerConfig
+    from embodied_rl.trainers.builders import ConfigError
+
+    online = cfg.trainer.kind == "online"
+    config_class = OnlineTrainerConfig if online else OfflineTrainerConfig
+    read_here = ("num_envs", "asynchronous_envs", "replay_size", "replay_device") if online else ("dataset", "reward")
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in read_here}
+    settings.pop("kind")
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        raise ConfigError(f"trainer={cfg.trainer.kind} does not take {', '.join(unknown)}")
+    with config_errors():
+        return config_class(**settings)
 
 
 def already_complete(run_dir: Path, step: int, total: int) -> dict:
@@ -232,18 +252,13 @@ def already_complete(run_dir: Path, step: int, total: int) -> dict:
     return json.loads(results.read_text())
 
 
-def train_online(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
+def train_online(cfg: DictConfig, trainer_config, run_dir: Path, device, logger) -> dict:
     from embodied_rl.data import ReplayBuffer
     from embodied_rl.envs import make_env, make_vector_env
-    from embodied_rl.trainers import OnlineTrainer, OnlineTrainerConfig
+    from embodied_rl.trainers import OnlineTrainer
     from embodied_rl.trainers.builders import make_agent, resolve_device
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in ("kind", "num_envs", "asynchronous_envs", "replay_size", "replay_device"):
-        trainer_cfg.pop(key)
-    with config_errors():  # before any env is made
-        trainer_config = OnlineTrainerConfig(**trainer_cfg)
     t = cfg.trainer
     with config_errors():
         envs = make_vector_env(env_cfg, num_envs=t.num_envs, asynchronous=t.asynchronous_envs)
@@ -349,26 +364,26 @@ def scale_rewards(data, trajectories, cfg: DictConfig):
     return data
 
 
-def train_offline(cfg: DictConfig, run_dir: Path, device, logger) -> dict:
+def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, device, logger) -> dict:
+    import torch
+
     from embodied_rl.data import open_dataset, transitions_from_trajectories
     from embodied_rl.envs import make_env
-    from embodied_rl.trainers import OfflineTrainer, OfflineTrainerConfig
+    from embodied_rl.trainers import OfflineTrainer
     from embodied_rl.trainers.builders import make_agent
 
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in ("kind", "dataset", "reward"):
-        trainer_cfg.pop(key)
-    with config_errors():  # before the dataset is loaded (and an SS-ORL IDM trained)
-        trainer_config = OfflineTrainerConfig(**trainer_cfg)
     with config_errors():
         env = make_env(OmegaConf.to_container(cfg.env, resolve=True))
+    agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
     try:
+        # the agent's settings are checked before the dataset is loaded (and an SS-ORL IDM trained); the CPU RNG
+        # is forked so that this throwaway agent leaves the run's random numbers as they were
+        with config_errors(), torch.random.fork_rng(devices=[]):
+            make_agent(agent_cfg, env.observation_space, env.action_space, torch.device("cpu"))
         trajectories, dataset_id = offline_trajectories(cfg, env, run_dir, device, logger)
         data = transitions_from_trajectories(trajectories, device=device)
         with config_errors():
-            agent = make_agent(
-                OmegaConf.to_container(cfg.agent, resolve=True), env.observation_space, env.action_space, device
-            )
+            agent = make_agent(agent_cfg, env.observation_space, env.action_space, device)
         if hasattr(agent, "fit_normalizer"):
             agent.fit_normalizer(data.obs)
         data = scale_rewards(data, trajectories, cfg)

@@ -536,10 +536,10 @@ from embodied_rl.data import RandomPolicy, collect_dataset
 env = gym.make("Pendulum-v1", max_episode_steps=6)
 random_actions, calls = RandomPolicy(env.action_space, 0), 0
 
-def policy(obs, info=None):  # killed in the 4th episode: 2 written (flush_every=2), the 3rd not yet
+def policy(obs, info=None):  # killed in the 6th episode: 2 chunks of 2 written (flush_every=2), the 5th not yet
     global calls
     calls += 1
-    if calls == 20:
+    if calls == 32:
         os.kill(os.getpid(), signal.SIGKILL)
     return random_actions(obs, info)
 
@@ -552,8 +552,8 @@ def test_a_killed_collection_leaves_a_dataset_that_loading_refuses(minari_root):
     result = subprocess.run([sys.executable, "-c", KILLED_COLLECTION], env=env, capture_output=True, timeout=120)
     assert result.returncode == -9, result.stderr.decode()[-2000:]
     dataset_id = "embodied_rl/pendulum/killed-v0"
-    assert minari.load_dataset(dataset_id).total_episodes == 2  # the first chunk is on disk
-    with pytest.raises(DatasetError, match="is incomplete: writing it was interrupted"):
+    assert minari.load_dataset(dataset_id).total_episodes == 4  # two chunks are on disk, the flag survived the append
+    with pytest.raises(DatasetError, match="is incomplete: its writing was interrupted"):
         load_trajectories(dataset_id)
     pendulum = gym.make("Pendulum-v1", max_episode_steps=6)
     with pytest.raises(DatasetError, match="is incomplete: .* overwrite=true"):

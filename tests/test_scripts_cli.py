@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,6 +178,17 @@ def test_evaluate_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: the checkpoint's agent does not fit this env (observations (11,)")
     assert "\n" not in error
+
+
+def test_evaluate_reports_a_run_config_the_agent_refuses_as_one_error(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("gamma: 0.99", "gamma: 1.5"))
+    with pytest.raises(SystemExit) as exc:
+        load_script("evaluate").main([str(run), "--episodes", "1", "--videos", "0", "--device", "cpu"])
+    assert exc.value.code == 2
+    assert "gamma=1.5 (must be in [0, 1])" in capsys.readouterr().err
 
 
 def test_evaluate_removes_the_videos_of_a_previous_evaluation(tiny_run, tmp_path):

@@ -458,7 +458,11 @@ def test_saved_arm_dataset_refuses_another_source_dataset(tmp_path):
     trajectories = [linear_trajectory(e, steps=10) for e in range(4)]
     path = tmp_path / "arm.npz"
     save_arm_dataset(path, trajectories)
-    with pytest.raises(DatasetError, match="episode 3 has 10 steps, the dataset has no such episode"):
+    with pytest.raises(DatasetError, match="episode 3 has 10 steps, return 3; the dataset has no such episode"):
         load_arm_dataset(trajectories[:3], path)
-    with pytest.raises(DatasetError, match="episode 0 has 10 steps, the dataset has 12 steps"):
+    with pytest.raises(DatasetError, match="episode 0 has 10 steps, return 0; the dataset has 12 steps, return 0"):
         load_arm_dataset([linear_trajectory(0, steps=12), *trajectories[1:]], path)
+    rebuilt_tier = linear_trajectory(1, steps=10)  # same id and length, other rewards: another dataset
+    rebuilt_tier.rewards = rebuilt_tier.rewards + 1.0
+    with pytest.raises(DatasetError, match="episode 1 has 10 steps, return 1; the dataset has 10 steps, return 11"):
+        load_arm_dataset([trajectories[0], rebuilt_tier, *trajectories[2:]], path)

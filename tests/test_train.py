@@ -316,13 +316,33 @@ def test_a_diverged_online_run_stops_before_it_evaluates_or_checkpoints_broken_n
     from embodied_rl.agents.sac import SAC
     from embodied_rl.trainers.divergence import TrainingDiverged
 
-    monkeypatch.setattr(SAC, "update", _nan_after(SAC.update, 70))  # update 70 happens at step 60 + 70 = 130
+    monkeypatch.setattr(SAC, "update", _nan_after(SAC.update, 70))  # update 70 happens at step 60 + 69 = 129
     with pytest.raises(TrainingDiverged, match=r"^training diverged at step 140: .*critic_loss=nan"):
         train_in_process([*TINY, f"run_dir={tmp_path}"])
     assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)["step"] == 100
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_000000100.pt"]
     assert not (tmp_path / "results.json").exists()
     assert metric_rows(tmp_path)[-1]["train/critic_loss"] == "nan"  # the diverged update is on record
+
+
+def test_parameters_broken_while_the_losses_look_finite_stop_the_run(tiny_dataset, tmp_path, monkeypatch):
+    from embodied_rl.agents.iql import IQL
+    from embodied_rl.trainers.divergence import TrainingDiverged
+
+    update, count = IQL.update, 0
+
+    def breaks_the_actor_quietly(self, batch):
+        nonlocal count
+        count += 1
+        metrics = update(self, batch)
+        if count == 25:
+            next(self.actor.parameters()).data.fill_(float("inf"))
+        return {key: value.nan_to_num(0.0) for key, value in metrics.items()}  # the losses never show it
+
+    monkeypatch.setattr(IQL, "update", breaks_the_actor_quietly)
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at update 30: the agent's parameters"):
+        train_in_process([*OFFLINE, f"run_dir={tmp_path}", "trainer.checkpoint_every=20"])
+    assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)["step"] == 20
 
 
 def test_a_diverged_offline_run_stops_with_one_clear_error(tiny_dataset, tmp_path, monkeypatch):
@@ -770,8 +790,17 @@ def test_values_out_of_range_are_config_errors_before_anything_runs(overrides, m
 
 
 def test_offline_values_out_of_range_are_config_errors(tiny_dataset, tmp_path):
-    with pytest.raises(ConfigError, match=re.escape("trainer.batch_size=0 (must be > 0)")):
-        train_in_process([*SSORL, "trainer.batch_size=0", f"run_dir={tmp_path / 'a'}"])  # before the IDM trains
+    import embodied_rl.pipelines.ssorl as ssorl
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the IDM trained before the config was checked")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ssorl, "train_inverse_dynamics", no_training)
+        with pytest.raises(ConfigError, match=re.escape("trainer.batch_size=0 (must be > 0)")):
+            train_in_process([*SSORL, "trainer.batch_size=0", f"run_dir={tmp_path / 'a'}"])
+        with pytest.raises(ConfigError, match=re.escape("gamma=1.5 (must be in [0, 1])")):
+            train_in_process([*SSORL, "agent.gamma=1.5", f"run_dir={tmp_path / 'b'}"])
     for agent, option, message in [
         ("iql", "agent.beta=-1", "beta (the inverse temperature) must be >= 0, got -1"),
         ("td3bc", "agent.alpha=-2.5", "policy_noise, noise_clip, alpha must be >= 0, got 0.2, 0.5, -2.5"),

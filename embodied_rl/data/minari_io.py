@@ -34,7 +34,9 @@ FRAME_KEY = "frame"
 SUCCESS_KEY = "success"
 # Metadata flag of a dataset still being written in chunks (`collection.write_trajectories`): set with the first
 # chunk, cleared after the last. A dataset that keeps it was interrupted (a killed collection) and holds only
-# some of its episodes: loading it is an error, and `scripts/make_datasets.py` builds such a tier again.
+# some of its episodes: loading it is an error, and `scripts/make_datasets.py` builds such a tier again (so two
+# builders must not work on one task at once). Minari writes the first chunk before the flag can be set: a kill
+# in those milliseconds leaves a one-chunk dataset without it.
 INCOMPLETE_KEY = "embodied_rl_incomplete"
 
 DatasetLike = str | minari.MinariDataset
@@ -84,9 +86,9 @@ def is_incomplete(dataset_id: str) -> bool:
 
 def _incomplete_message(dataset_id: str) -> str:
     return (
-        f"dataset {dataset_id!r} is incomplete: writing it was interrupted (the collection was killed?), so it "
-        "holds only some of its episodes. Write it again with overwrite=true (scripts/collect.py) or run "
-        "scripts/make_datasets.py again (it rebuilds interrupted tiers)"
+        f"dataset {dataset_id!r} is incomplete: its writing was interrupted (the collection was killed?) or is still "
+        "going on in another process, so it holds only some of its episodes. Write it again with overwrite=true "
+        "(scripts/collect.py) or run scripts/make_datasets.py again (it rebuilds interrupted tiers)"
     )
 
 
@@ -111,6 +113,7 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
     """Open a local Minari dataset by id (or check an already open one), raising `DatasetError` when it is
     unknown, unreadable or truncated."""
     if isinstance(dataset, minari.MinariDataset):
+        _check_complete(dataset, dataset.id)
         _probe(dataset, dataset.id)
         return dataset
     validate_dataset_id(dataset)
@@ -128,10 +131,15 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
         opened = minari.MinariDataset(data_path)
     except Exception as err:
         raise DatasetError(f"dataset {dataset!r} at {data_path} is corrupt (unreadable metadata): {err}") from err
+    _check_complete(opened, dataset)
     _probe(opened, dataset)
-    if opened.storage.metadata.get(INCOMPLETE_KEY, False):
-        raise DatasetError(_incomplete_message(dataset))
     return opened
+
+
+def _check_complete(dataset: minari.MinariDataset, name: str) -> None:
+    """Refuse a dataset marked incomplete (before `_probe`: a file killed mid-append may also read as truncated)."""
+    if dataset.storage.metadata.get(INCOMPLETE_KEY, False):
+        raise DatasetError(_incomplete_message(name))
 
 
 def _probe(dataset: minari.MinariDataset, name: str) -> None:

@@ -296,34 +296,38 @@ def save_arm_dataset(path: str | Path, dataset: Sequence[Trajectory]) -> None:
     arrays = {
         "episode_ids": np.array([t.episode_id for t in dataset], dtype=np.int64),  # (E,)
         "steps": np.array(steps, dtype=np.int64),  # (E,)
+        "returns": np.array([t.episode_return for t in dataset], dtype=np.float64),  # (E,): to recognise episodes
         "actions": np.concatenate([np.asarray(t.actions, dtype=np.float32) for t in dataset]),  # (sum steps, A)
         "proxy_action": np.concatenate(proxy).astype(bool),  # (sum steps,)
     }
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("wb") as f:
         np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(temporary, path)
 
 
 def load_arm_dataset(trajectories: Sequence[Trajectory], path: str | Path) -> list[Trajectory]:
     """The arm dataset saved by `save_arm_dataset`, rebuilt from the source dataset's `trajectories`: the same
     episodes in the same order, with the saved (true or proxy) actions. A `DatasetError` if the source dataset
-    is not the one the file was made from (an episode id missing, or another length).
+    is not the one the file was made from (an episode id missing, or another length or return).
     """
     with np.load(path) as stored:
-        episode_ids, steps = stored["episode_ids"], stored["steps"]
+        episode_ids, steps, returns = stored["episode_ids"], stored["steps"], stored["returns"]
         actions, proxy = stored["actions"], stored["proxy_action"]
     by_id = {t.episode_id: t for t in trajectories}
     if len(by_id) != len(trajectories):
         raise DatasetError("the dataset's episode ids are not unique: cannot match it with a saved arm dataset")
     out: list[Trajectory] = []
-    for episode_id, start, length in zip(episode_ids.tolist(), np.cumsum(steps) - steps, steps.tolist()):
+    starts = np.cumsum(steps) - steps
+    for episode_id, start, length, episode_return in zip(episode_ids.tolist(), starts, steps.tolist(), returns):
         source = by_id.get(episode_id)
-        if source is None or len(source) != length:
-            found = "no such episode" if source is None else f"{len(source)} steps"
+        if source is None or len(source) != length or not np.isclose(source.episode_return, episode_return):
+            found = "no such episode" if source is None else f"{len(source)} steps, return {source.episode_return:g}"
             raise DatasetError(
-                f"{path} was made from another dataset: its episode {episode_id} has {length} steps, the dataset "
-                f"has {found}"
+                f"{path} was made from another dataset: its episode {episode_id} has {length} steps, return "
+                f"{episode_return:g}; the dataset has {found}"
             )
         infos = dict(source.infos)
         if proxy[start : start + length].any():

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from embodied_rl.envs import subenv_seeds
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
-from embodied_rl.trainers.divergence import check_finite
+from embodied_rl.trainers.divergence import check_finite, check_finite_state
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
 from embodied_rl.trainers.validation import check_ranges
 
@@ -176,6 +176,8 @@ class OnlineTrainer:
                 tick, tick_step = now, self.step
             if log_now or evaluate_now or save_now:  # never inside the update path: no extra host sync there
                 check_finite(last_metrics, self.step)
+            if evaluate_now or save_now:  # the networks an evaluation runs and a checkpoint keeps
+                check_finite_state(self.agent.state_dict(), self.step)
             if evaluate_now:
                 self.last_eval = self.evaluate()
                 if is_better(self.last_eval, self.best_eval):
