@@ -2,8 +2,9 @@
 
 Once a loss is NaN the parameters are NaN from the next step on: the agent acts NaN, and every later
 checkpoint would hold the broken networks. The trainers call `check_finite` on the latest update's metrics at
-log, evaluation and checkpoint points, and `check_finite_state` on what a checkpoint is about to save (an update
-can break the parameters while its own losses are still finite), so the update path gains no host sync.
+log, evaluation and checkpoint points, and `check_finite_state` on the agent state a checkpoint is about to
+save (an update can break the parameters while its own losses are still finite), so the update path gains no
+host sync.
 """
 
 from __future__ import annotations

@@ -88,9 +88,9 @@ class OfflineTrainer:
         self.logger.truncate_after(self.step)
 
     def save(self) -> Path:
-        return save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self.state_dict(), keep=self.cfg.keep_checkpoints
-        )
+        state = self.state_dict()
+        check_finite_state(state["agent"], self.step, unit="update")  # never checkpoint broken networks
+        return save_checkpoint(self.run_dir / "checkpoints", self.step, state, keep=self.cfg.keep_checkpoints)
 
     # ---------------------------------------------------------------- loop
     def train(self) -> dict[str, Any]:
@@ -115,8 +115,6 @@ class OfflineTrainer:
                 tick, tick_step = now, self.step
             if log_now or evaluate_now or save_now:  # never inside the update path: no extra host sync there
                 check_finite(last_metrics, self.step, unit="update")
-            if evaluate_now or save_now:  # the networks an evaluation runs and a checkpoint keeps
-                check_finite_state(self.agent.state_dict(), self.step, unit="update")
             if evaluate_now:
                 self.last_eval = self.evaluate()
                 if is_better(self.last_eval, self.best_eval):
