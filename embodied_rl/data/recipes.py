@@ -202,7 +202,7 @@ def _pending(task: str, requests: dict[str, dict[str, Any]], overwrite: bool) ->
     todo, skipped = [], []
     for tier, requested in requests.items():
         dataset_id = minari_io.dataset_id_for(task, tier)
-        if minari_io.dataset_exists(dataset_id) and minari_io.is_incomplete(dataset_id):
+        if minari_io.is_incomplete(dataset_id):  # False where there is no dataset
             print(f"[datasets] {dataset_id}: marked incomplete (interrupted): building it again", file=sys.stderr)
             minari_io.delete_dataset(dataset_id)
         if not minari_io.dataset_exists(dataset_id) or overwrite:
