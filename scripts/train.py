@@ -310,8 +310,9 @@ def check_replay_fits(size: int, observation_space, action_space, device) -> Non
     )
 
 
-def offline_trajectories(cfg: DictConfig, env, run_dir: Path, device, logger) -> tuple[list, str]:
-    """The dataset's trajectories (checked against `env`), after the pipeline's relabelling if any."""
+def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, device, logger) -> tuple[list, str]:
+    """The dataset's trajectories (checked against `env`), after the pipeline's relabelling if any; `resuming`:
+    the run continues from its checkpoint (else prepare_run_dir cleared the outputs)."""
     from embodied_rl.data import dataset_id_for, load_trajectories
 
     name = cfg.trainer.dataset
@@ -321,7 +322,6 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, device, logger) ->
         from embodied_rl.pipelines.ssorl import load_arm_dataset, prepare_ssorl_dataset, save_arm_dataset
 
         saved, report = run_dir / "ssorl_dataset.npz", run_dir / "ssorl.json"
-        resuming = (run_dir / "checkpoints" / "latest.pt").exists()  # else prepare_run_dir cleared the outputs
         if resuming and saved.exists() and report.exists():  # the same data as before, no IDM training again
             trajectories = load_arm_dataset(trajectories, saved)
             diagnostics = json.loads(report.read_text())
@@ -375,12 +375,19 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, device, logger
     with config_errors():
         env = make_env(OmegaConf.to_container(cfg.env, resolve=True))
     agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
+    if agent_cfg.get("name") == "sac":
+        print(
+            "warning: trainer=offline with agent=sac trains plain SAC on the dataset, with nothing against "
+            "out-of-distribution actions; experiment=iql, td3bc or bc run the offline learners",
+            file=sys.stderr,
+        )
     try:
         # the agent's settings are checked before the dataset is loaded (and an SS-ORL IDM trained); the CPU RNG
         # is forked so that this throwaway agent leaves the run's random numbers as they were
         with config_errors(), torch.random.fork_rng(devices=[]):
             make_agent(agent_cfg, env.observation_space, env.action_space, torch.device("cpu"))
-        trajectories, dataset_id = offline_trajectories(cfg, env, run_dir, device, logger)
+        resuming = cfg.resume and (run_dir / "checkpoints" / "latest.pt").exists()
+        trajectories, dataset_id = offline_trajectories(cfg, env, run_dir, resuming, device, logger)
         data = transitions_from_trajectories(trajectories, device=device)
         with config_errors():
             agent = make_agent(agent_cfg, env.observation_space, env.action_space, device)
@@ -399,7 +406,7 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, device, logger
             ref_scores=(metadata.get("ref_min_score"), metadata.get("ref_max_score")),
         )
         logger.summary(f"[data] {dataset_id}: {len(trajectories)} episodes, {len(data)} transitions")
-        if cfg.resume and (run_dir / "checkpoints" / "latest.pt").exists():
+        if resuming:
             trainer.resume(run_dir / "checkpoints")
             logger.summary(f"[resume] continuing {run_dir} from update {trainer.step}")
         results = trainer.train()

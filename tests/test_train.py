@@ -778,8 +778,8 @@ def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path
         (["trainer.eval_episodes=0"], "trainer.eval_episodes=0 (must be > 0)"),
         (
             ["agent.gamma=1.5", "agent.tau=0", "agent.alpha_lr=-1e-4"],
-            "invalid hyperparameters: gamma=1.5 (must be in [0, 1]), tau=0 (must be in (0, 1]), alpha_lr=-0.0001 "
-            "(must be > 0)",
+            "invalid hyperparameters: alpha_lr=-0.0001 (must be > 0), gamma=1.5 (must be in [0, 1]), tau=0 "
+            "(must be in (0, 1])",
         ),
     ],
 )
@@ -802,8 +802,8 @@ def test_offline_values_out_of_range_are_config_errors(tiny_dataset, tmp_path):
         with pytest.raises(ConfigError, match=re.escape("gamma=1.5 (must be in [0, 1])")):
             train_in_process([*SSORL, "agent.gamma=1.5", f"run_dir={tmp_path / 'b'}"])
     for agent, option, message in [
-        ("iql", "agent.beta=-1", "beta (the inverse temperature) must be >= 0, got -1"),
-        ("td3bc", "agent.alpha=-2.5", "policy_noise, noise_clip, alpha must be >= 0, got 0.2, 0.5, -2.5"),
+        ("iql", "agent.beta=-1", "invalid hyperparameters: beta=-1 (must be >= 0)"),
+        ("td3bc", "agent.alpha=-2.5", "invalid hyperparameters: alpha=-2.5 (must be >= 0)"),
         ("bc", "agent.lr=0", "invalid hyperparameters: lr=0 (must be > 0)"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -1075,3 +1075,12 @@ def test_a_checkpoint_restores_the_python_numpy_and_torch_random_streams(tmp_pat
     draws()  # the streams move on, as the run goes on after its checkpoint
     restore_rng_state(load_checkpoint(tmp_path)["rng"])
     assert draws() == expected
+
+
+def test_offline_sac_warns_that_it_is_not_an_offline_learner(tiny_dataset, tmp_path, capsys):
+    plain = [o for o in OFFLINE if not o.startswith("experiment=")]
+    results = train_in_process([*plain, "trainer=offline", "agent=sac", f"run_dir={tmp_path / 'sac'}"])
+    assert results["agent"] == "sac" and results["updates"] == 60
+    assert "warning: trainer=offline with agent=sac trains plain SAC" in capsys.readouterr().err
+    train_in_process([*OFFLINE, f"run_dir={tmp_path / 'iql'}"])
+    assert "warning" not in capsys.readouterr().err

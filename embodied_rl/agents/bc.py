@@ -26,9 +26,10 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import batch_fields, check_hparams, make_adam, maybe_cuda_graph
+from embodied_rl.agents.common import batch_fields, make_adam, maybe_cuda_graph
 from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.offline import DeterministicActor, GaussianActor, OfflineAgentBase
+from embodied_rl.validation import check_ranges
 
 
 # ---------------------------------------------------------------------------------------------- BC
@@ -62,7 +63,7 @@ class BC(OfflineAgentBase):
     ):
         if loss not in ("mse", "nll"):
             raise ValueError(f"BC loss must be 'mse' or 'nll', got {loss!r}")
-        check_hparams(lr=lr)
+        check_ranges("hyperparameters", {"lr": lr}, {"lr": "> 0"})
         self.hidden_dims, self.activation, self.lr, self.loss = tuple(hidden_dims), activation, lr, loss
         self.log_std_bounds = (float(log_std_bounds[0]), float(log_std_bounds[1]))
         self._init_base(observation_space, action_space, normalize_obs, compile, compile_mode, cudagraphs, device)

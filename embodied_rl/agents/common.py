@@ -25,19 +25,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def check_hparams(gamma: float | None = None, tau: float | None = None, **positive: float) -> None:
-    """One ValueError naming every hyperparameter out of range: the discount `gamma` in [0, 1], the Polyak rate
-    `tau` in (0, 1], and each keyword in `positive` (learning rates, batch-free scales) > 0."""
-    bad = []
-    if gamma is not None and not 0.0 <= gamma <= 1.0:
-        bad.append(f"gamma={gamma} (must be in [0, 1])")
-    if tau is not None and not 0.0 < tau <= 1.0:
-        bad.append(f"tau={tau} (must be in (0, 1])")
-    bad += [f"{name}={value} (must be > 0)" for name, value in positive.items() if not value > 0]
-    if bad:
-        raise ValueError(f"invalid hyperparameters: {', '.join(bad)}")
-
-
 def batch_fields(batch: Any, keys: Iterable[str] = BATCH_KEYS) -> dict[str, Any]:
     """The named fields of a batch given as a dict or as an object with attributes (e.g. `Transitions`)."""
     if isinstance(batch, Mapping):

@@ -54,10 +54,11 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import check_hparams, make_adam, maybe_cuda_graph, soft_update_
+from embodied_rl.agents.common import make_adam, maybe_cuda_graph, soft_update_
 from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.offline import GaussianActor, OfflineAgentBase
 from embodied_rl.nn import EnsembleMLP, mlp
+from embodied_rl.validation import check_ranges
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -78,6 +79,18 @@ class Critic(nn.Module):
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.q(torch.cat([obs, action], dim=-1)).squeeze(-1)  # (E, B, 1) -> (E, B)
+
+
+# Allowed values of the hyperparameters (embodied_rl.validation.in_range)
+IQL_RANGES = {
+    "num_critics": ">= 1",
+    **dict.fromkeys(("actor_lr", "critic_lr", "value_lr", "max_weight"), "> 0"),
+    "gamma": "[0, 1]",
+    "tau": "(0, 1]",
+    "expectile": "(0, 1)",
+    "beta": ">= 0",  # the inverse temperature; 0 is behaviour cloning
+    "actor_lr_schedule_steps": "None or >= 1",
+}
 
 
 class IQL(OfflineAgentBase):
@@ -116,15 +129,7 @@ class IQL(OfflineAgentBase):
         cudagraphs: bool = False,
         device: str | torch.device = "cpu",
     ):
-        if num_critics < 1:
-            raise ValueError("num_critics must be >= 1")
-        if not 0.0 < expectile < 1.0:
-            raise ValueError(f"expectile must be in (0, 1), got {expectile}")
-        if actor_lr_schedule_steps is not None and actor_lr_schedule_steps < 1:
-            raise ValueError("actor_lr_schedule_steps must be None or >= 1")
-        check_hparams(gamma, tau, actor_lr=actor_lr, critic_lr=critic_lr, value_lr=value_lr, max_weight=max_weight)
-        if beta < 0:
-            raise ValueError(f"beta (the inverse temperature) must be >= 0, got {beta}")
+        check_ranges("hyperparameters", locals(), IQL_RANGES)  # locals() here: the arguments
         self.hidden_dims, self.activation, self.num_critics = tuple(hidden_dims), activation, num_critics
         self.actor_lr, self.critic_lr, self.value_lr = actor_lr, critic_lr, value_lr
         self.gamma, self.tau, self.expectile, self.beta, self.max_weight = gamma, tau, expectile, beta, max_weight

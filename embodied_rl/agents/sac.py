@@ -70,7 +70,6 @@ from torch import nn
 
 from embodied_rl.agents.common import (
     batch_fields,
-    check_hparams,
     detached_parameters,
     load_optimizer_state,
     make_adam,
@@ -83,6 +82,7 @@ from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.nn import EnsembleMLP, ObservationEncoder, TanhNormal, map_pixels, mlp, random_shift
 from embodied_rl.nn.mlp import Activation
 from embodied_rl.nn.observation import Observation
+from embodied_rl.validation import check_ranges
 
 
 class Actor(nn.Module):
@@ -134,6 +134,18 @@ class Temperature(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(float(np.log(init_alpha))), requires_grad=learnable)
 
 
+# Allowed values of the hyperparameters (embodied_rl.validation.in_range)
+SAC_RANGES = {
+    **dict.fromkeys(("num_critics", "actor_update_every", "target_update_every"), ">= 1"),
+    **dict.fromkeys(("encoder_feature_dim", "encoder_num_filters", "encoder_num_layers"), ">= 1"),
+    **dict.fromkeys(("actor_lr", "critic_lr", "alpha_lr", "init_alpha"), "> 0"),
+    "gamma": "[0, 1]",
+    "tau": "(0, 1]",
+    "max_grad_norm": "None or > 0",
+    "augment_pad": ">= 0",
+}
+
+
 class SAC:
     """Soft Actor-Critic for continuous (Box) actions and state, pixel or Dict(state, pixels) observations.
 
@@ -179,9 +191,7 @@ class SAC:
             raise ValueError(f"SAC needs a 1-D Box action space, got {action_space}")
         if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
             raise ValueError("SAC needs finite action bounds (actions are tanh-squashed into them)")
-        if num_critics < 1 or actor_update_every < 1 or target_update_every < 1:
-            raise ValueError("num_critics, actor_update_every and target_update_every must be >= 1")
-        check_hparams(gamma, tau, actor_lr=actor_lr, critic_lr=critic_lr, alpha_lr=alpha_lr, init_alpha=init_alpha)
+        check_ranges("hyperparameters", locals(), SAC_RANGES)  # locals() here: the arguments
         self.observation_space, self.action_space = observation_space, action_space
         self.action_dim = int(action_space.shape[0])
         self.hidden_dims = tuple(hidden_dims)

@@ -45,7 +45,6 @@ import torch
 from torch import nn
 
 from embodied_rl.agents.common import (
-    check_hparams,
     detached_parameters,
     make_adam,
     maybe_cuda_graph,
@@ -54,6 +53,16 @@ from embodied_rl.agents.common import (
 from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.iql import Critic
 from embodied_rl.agents.offline import DeterministicActor, OfflineAgentBase
+from embodied_rl.validation import check_ranges
+
+# Allowed values of the hyperparameters (embodied_rl.validation.in_range)
+TD3BC_RANGES = {
+    **dict.fromkeys(("num_critics", "policy_update_every"), ">= 1"),
+    **dict.fromkeys(("actor_lr", "critic_lr"), "> 0"),
+    **dict.fromkeys(("policy_noise", "noise_clip", "alpha"), ">= 0"),
+    "gamma": "[0, 1]",
+    "tau": "(0, 1]",
+}
 
 
 class TD3BC(OfflineAgentBase):
@@ -89,11 +98,7 @@ class TD3BC(OfflineAgentBase):
         cudagraphs: bool = False,
         device: str | torch.device = "cpu",
     ):
-        if num_critics < 1 or policy_update_every < 1:
-            raise ValueError("num_critics and policy_update_every must be >= 1")
-        check_hparams(gamma, tau, actor_lr=actor_lr, critic_lr=critic_lr)
-        if min(policy_noise, noise_clip, alpha) < 0:
-            raise ValueError(f"policy_noise, noise_clip, alpha must be >= 0, got {policy_noise}, {noise_clip}, {alpha}")
+        check_ranges("hyperparameters", locals(), TD3BC_RANGES)  # locals() here: the arguments
         self.hidden_dims, self.activation, self.num_critics = tuple(hidden_dims), activation, num_critics
         self.actor_lr, self.critic_lr, self.gamma, self.tau = actor_lr, critic_lr, gamma, tau
         self.policy_noise, self.noise_clip, self.policy_update_every = policy_noise, noise_clip, policy_update_every

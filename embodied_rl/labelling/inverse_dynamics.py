@@ -55,6 +55,7 @@ from embodied_rl.data.normalization import ObservationNormalizer
 from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.nn.distributions import TanhNormal
 from embodied_rl.nn.ensemble import EnsembleMLP
+from embodied_rl.validation import check_ranges
 
 # ---------------------------------------------------------------- state windows
 
@@ -247,11 +248,12 @@ class IDMConfig:
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
-        for name in ("ensemble_size", "steps", "batch_size", "eval_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"idm.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"idm.val_fraction must be in [0, 1), got {self.val_fraction}")
+        ranges = {
+            **dict.fromkeys(("ensemble_size", "steps", "batch_size", "eval_every"), ">= 1"),
+            "lr": "> 0",
+            "val_fraction": "[0, 1)",
+        }
+        check_ranges("IDM settings", vars(self), ranges, prefix="idm.")
         if self.select_metric not in ("nll", "mse"):
             raise ValueError(f"idm.select_metric must be 'nll' or 'mse', got {self.select_metric!r}")
         if self.inputs not in INPUT_ENCODINGS:

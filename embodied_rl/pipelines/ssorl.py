@@ -39,6 +39,7 @@ from embodied_rl.agents.common import resolve_device
 from embodied_rl.data.errors import DatasetError
 from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.labelling.inverse_dynamics import IDMConfig, InverseDynamicsModel, train_inverse_dynamics
+from embodied_rl.validation import check_ranges
 
 ARMS = ("labelled_only", "semi_supervised", "oracle")
 CONFIG_KEYS = ("arm", "labelled_fraction", "return_quantile", "window", "idm")
@@ -100,10 +101,8 @@ def split_trajectories(
     Returns (labelled, unlabelled), each in dataset order. The same seed gives the same split.
     """
     n = len(trajectories)
-    if not 0.0 < labelled_fraction < 1.0:
-        raise ValueError(f"labelled_fraction must be in (0, 1), got {labelled_fraction}")
-    if not 0.0 < return_quantile <= 1.0:
-        raise ValueError(f"return_quantile must be in (0, 1], got {return_quantile}")
+    ranges = {"labelled_fraction": "(0, 1)", "return_quantile": "(0, 1]"}
+    check_ranges("split settings", locals(), ranges)  # locals() here: the arguments
     if n < 2:
         raise DatasetError(f"a labelled/unlabelled split needs at least 2 trajectories, got {n}")
     num_labelled = max(1, int(math.floor(labelled_fraction * n + 0.5)))

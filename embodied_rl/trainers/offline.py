@@ -19,7 +19,7 @@ from embodied_rl.data import Transitions
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from embodied_rl.trainers.divergence import check_finite, check_finite_state
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
-from embodied_rl.trainers.validation import check_ranges
+from embodied_rl.validation import check_ranges
 
 
 @dataclass
@@ -35,11 +35,11 @@ class OfflineTrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            positive=("total_updates", "batch_size", "eval_episodes"),
-            non_negative=("eval_every", "eval_videos", "checkpoint_every", "keep_checkpoints", "log_every"),
-        )
+        ranges = {
+            **dict.fromkeys(("total_updates", "batch_size", "eval_episodes"), "> 0"),
+            **dict.fromkeys(("eval_every", "eval_videos", "checkpoint_every", "keep_checkpoints", "log_every"), ">= 0"),
+        }
+        check_ranges("trainer settings", vars(self), ranges, prefix="trainer.")
 
 
 class OfflineTrainer:

@@ -20,7 +20,7 @@ from embodied_rl.envs import subenv_seeds
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from embodied_rl.trainers.divergence import check_finite, check_finite_state
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
-from embodied_rl.trainers.validation import check_ranges
+from embodied_rl.validation import check_ranges
 
 
 @dataclass
@@ -39,14 +39,12 @@ class OnlineTrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_ranges(
-            self,
-            positive=("total_steps", "utd_ratio", "batch_size", "eval_episodes"),
-            non_negative=(
-                *("seed_steps", "eval_every", "eval_videos"),
-                *("checkpoint_every", "keep_checkpoints", "log_every"),
-            ),
-        )
+        ranges = {
+            **dict.fromkeys(("total_steps", "utd_ratio", "batch_size", "eval_episodes"), "> 0"),
+            **dict.fromkeys(("seed_steps", "eval_every", "eval_videos", "checkpoint_every"), ">= 0"),
+            **dict.fromkeys(("keep_checkpoints", "log_every"), ">= 0"),
+        }
+        check_ranges("trainer settings", vars(self), ranges, prefix="trainer.")
 
 
 class OnlineTrainer:

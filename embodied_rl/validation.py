@@ -1,0 +1,50 @@
+"""Range checks of settings (agent hyperparameters, trainer and IDM settings), so that a bad value is one clear
+error naming every offending key before anything is built or run."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# "> 0", ">= 1", "[0, 1]", "(0, 1]", ... optionally preceded by "None or " when None is allowed (meaning "off")
+_THRESHOLD = re.compile(r"(>=?)\s*(-?[\d.]+)")
+_INTERVAL = re.compile(r"([\[(])\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*([\])])")
+
+
+def in_range(value: Any, spec: str) -> bool:
+    """Whether `value` satisfies `spec`: a threshold (`"> 0"`, `">= 1"`) or an interval in the usual notation
+    (`"[0, 1]"`, `"(0, 1]"`, `"[0, 1)"`), optionally prefixed `"None or "`. Anything that is not a real number
+    (a string, a bool, NaN) is out of every range."""
+    if spec.startswith("None or "):
+        if value is None:
+            return True
+        spec = spec.removeprefix("None or ")
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return False
+    if match := _THRESHOLD.fullmatch(spec):
+        op, bound = match[1], float(match[2])
+        return value >= bound if op == ">=" else value > bound
+    if match := _INTERVAL.fullmatch(spec):
+        low, high = float(match[2]), float(match[3])
+        above = value >= low if match[1] == "[" else value > low
+        below = value <= high if match[4] == "]" else value < high
+        return above and below
+    raise ValueError(f"unknown range {spec!r}")
+
+
+def check_ranges(what: str, values: Mapping[str, Any], ranges: Mapping[str, str], prefix: str = "") -> None:
+    """One ValueError naming every key of `ranges` whose value in `values` is out of its range (see `in_range`),
+    as `<prefix><key>=<value> (must be <range>)`, in the order of `values`; e.g. `invalid trainer settings:
+    trainer.batch_size=0 (must be > 0)`. `what` names the kind of settings in the message."""
+    bad = []
+    for key in sorted(ranges, key=list(values).index):  # in the order of `values` (a signature's, a config's)
+        spec = ranges[key]
+        if not in_range(values[key], spec):
+            body = spec.removeprefix("None or ")
+            phrase = body if body.startswith(">") else f"in {body}"
+            phrase = phrase if body == spec else f"None or {phrase}"
+            bad.append(f"{prefix}{key}={values[key]} (must be {phrase})")
+    if bad:
+        raise ValueError(f"invalid {what}: {', '.join(bad)}")
