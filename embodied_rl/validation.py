@@ -3,9 +3,10 @@ error naming every offending key before anything is built or run."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # "> 0", ">= 1", "[0, 1]", "(0, 1]", ... optionally preceded by "None or " when None is allowed (meaning "off")
@@ -48,3 +49,42 @@ def check_ranges(what: str, values: Mapping[str, Any], ranges: Mapping[str, str]
             bad.append(f"{prefix}{key}={values[key]} (must be {phrase})")
     if bad:
         raise ValueError(f"invalid {what}: {', '.join(bad)}")
+
+
+# Annotations `check_types` understands (others are not checked); `X | None` also allows None.
+_TYPE_CHECKS = {
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "Sequence[int]": (
+        lambda v: isinstance(v, Sequence) and not isinstance(v, str) and all(_TYPE_CHECKS["int"][0](x) for x in v),
+        "a list of integers",
+    ),
+}
+_TYPE_CHECKS["tuple[int, ...]"] = _TYPE_CHECKS["Sequence[int]"]
+
+
+def check_types(what: str, values: Mapping[str, Any], annotations: Mapping[str, Any], prefix: str = "") -> None:
+    """One ValueError naming every value of `values` whose annotation in `annotations` (type hints as strings,
+    as `from __future__ import annotations` leaves them, or types) it does not fit: a flag given as `no` (which
+    would count as true), a count given as 2.5, a list given as one number. Annotations other than bool, int,
+    float, str and Sequence[int] / tuple[int, ...] (each optionally `| None`) are not checked."""
+    bad = []
+    for key, value in values.items():
+        hint = annotations.get(key)
+        hint = getattr(hint, "__name__", hint) if isinstance(hint, type) else hint
+        if not isinstance(hint, str):
+            continue
+        optional = hint.endswith(" | None")
+        check = _TYPE_CHECKS.get(hint.removesuffix(" | None"))
+        if check is None or (optional and value is None) or check[0](value):
+            continue
+        bad.append(f"{prefix}{key}={value!r} (must be {check[1]}{' or None' if optional else ''})")
+    if bad:
+        raise ValueError(f"invalid {what}: {', '.join(bad)}")
+
+
+def check_field_types(config: Any, what: str, prefix: str = "") -> None:
+    """`check_types` on the fields of a dataclass instance, by their annotations."""
+    check_types(what, vars(config), {f.name: f.type for f in dataclasses.fields(config)}, prefix)

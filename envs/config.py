@@ -37,6 +37,8 @@ class EnvConfig:
         self.distractor_kinds = _distractor_kinds(self.distractor_kinds)
         if self.seed is not None:
             self.seed = _non_negative_int("seed", self.seed)
+        if not isinstance(self.shadows, bool):  # `shadows=no` would count as true
+            raise ValueError(f"shadows must be true or false, got {self.shadows!r}")
         if self.obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
         if self.distractors not in (None, *DISTRACTOR_SPLITS):

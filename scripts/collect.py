@@ -39,6 +39,7 @@ from embodied_rl.data.collection import (
 from embodied_rl.data.policies import RandomPolicy, make_behaviour_policy, scripted_expert
 from embodied_rl.envs import make_env
 from embodied_rl.trainers.loading import mismatch_message
+from embodied_rl.validation import check_types
 
 
 def reference_scores(cfg: DictConfig, env: Any) -> tuple[float, float | None, dict[str, Any]]:
@@ -76,8 +77,20 @@ def env_from_run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
     return env_cfg
 
 
+# Types of the settings whose misuse would not fail on its own (`overwrite=no` would count as true).
+SETTING_TYPES = {
+    "seed": "int",
+    "episodes": "int",
+    "record_frames": "bool",
+    "overwrite": "bool",
+    "progress": "bool",
+    "policy.deterministic": "bool",
+}
+
+
 def collect(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """Roll out the behaviour policy and write the dataset; `overrides` are the command line's `key=value`s."""
+    check_types("collect settings", {key: OmegaConf.select(cfg, key) for key in SETTING_TYPES}, SETTING_TYPES)
     if cfg.dataset.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(cfg.dataset.root)
 
@@ -155,6 +168,9 @@ def collect(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
 def main(cfg: DictConfig) -> None:
     try:
         collect(cfg, HydraConfig.get().overrides.task)
+    except KeyboardInterrupt:
+        print("\n[collect] interrupted: the partly written dataset was removed", file=sys.stderr)
+        raise SystemExit(130) from None
     except (ValueError, FileNotFoundError) as err:  # an existing or malformed id, no run, a misfit checkpoint
         print(f"[collect] error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -29,6 +29,42 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
+def full_task_name(task: str) -> str:
+    """`drawer-open-v3` -> `metaworld/drawer-open-v3` (the `${full_task:...}` of run_dir), so that a bare and a
+    full task name give one run directory; an unknown name is left for the task check to report."""
+    from embodied_rl.envs.tasks import UnknownTaskError, resolve_task
+
+    try:
+        return "/".join(resolve_task(task))
+    except UnknownTaskError:
+        return task
+
+
+OmegaConf.register_new_resolver("full_task", full_task_name, replace=True)
+
+# The types of the settings that train.py reads itself (the rest belong to the env, agent and trainer configs,
+# which check their own); any other top-level or logging key (e.g. from `+foo=1`) is an error.
+RUN_SETTING_TYPES = {
+    "name": "str",
+    "seed": "int",
+    "device": "str",
+    "deterministic": "bool",
+    "resume": "bool",
+    "overwrite": "bool",
+    "run_dir": "str",
+    "logging.tensorboard": "bool",
+    "logging.console": "bool",
+}
+CONFIG_GROUPS = ("env", "agent", "trainer", "ssorl")
+# Keys of trainer=online that train.py reads (not OnlineTrainerConfig's), and their types.
+ONLINE_RUN_SETTING_TYPES = {
+    "num_envs": "int",
+    "asynchronous_envs": "bool",
+    "replay_size": "int",
+    "replay_device": "str",
+}
+
+
 # What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
 RUN_OUTPUTS = (
     *("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json"),
@@ -88,7 +124,14 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
         )
     if cfg.resume and latest.exists():
         check_resume_config(cfg, run_dir / "config.yaml")
-        return run_dir, int(load_checkpoint(latest, mmap=True)["step"])
+        try:
+            return run_dir, int(load_checkpoint(latest, mmap=True)["step"])
+        except (RuntimeError, KeyError) as err:  # a truncated or foreign file
+            from embodied_rl.trainers.builders import ConfigError
+
+            others = sorted(p.name for p in latest.parent.glob("step_*.pt"))
+            hint = f"copy one of {', '.join(others)} over it" if others else "no other checkpoint is left"
+            raise ConfigError(f"cannot resume: {latest} is damaged ({err}); {hint}, or overwrite=true") from None
     if cfg.resume and (run_dir / "results.json").exists():
         from embodied_rl.trainers.builders import ConfigError
 
@@ -121,7 +164,10 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
     from embodied_rl.trainers.builders import ConfigError
 
     if not stored.exists():
-        return
+        raise ConfigError(
+            f"{stored} is missing, so resume=true cannot check that the run continues with its own config; "
+            f"restore it, or start afresh with overwrite=true"
+        )
     old = _flatten(OmegaConf.to_container(OmegaConf.load(stored)))
     # Values derived from resumable keys may change with them (IQL's actor_lr_schedule_steps interpolates
     # trainer.total_updates: its cosine schedule stretches to the new length), so compare a copy of the new
@@ -202,8 +248,17 @@ def _train(cfg: DictConfig) -> dict:
 
     if cfg.trainer.kind not in ("online", "offline"):
         raise ConfigError(f"trainer.kind must be 'online' or 'offline', got {cfg.trainer.kind!r}")
+    check_run_settings(cfg)
     device = resolve_device(cfg.device)
     trainer_config = trainer_config_from(cfg)  # a bad setting is an error before the run directory is touched
+    if cfg.trainer.kind == "online" and trainer_config.total_steps < trainer_config.seed_steps:
+        print(
+            f"warning: trainer.total_steps={trainer_config.total_steps} is below trainer.seed_steps="
+            f"{trainer_config.seed_steps}: the run takes only random actions and never updates the agent",
+            file=sys.stderr,
+        )
+    with open_dict(cfg):
+        cfg.env.task = full_task_name(cfg.env.task)  # config.yaml and results.json name the task in full
     run_dir, resume_step = prepare_run_dir(cfg)
     total = cfg.trainer.total_steps if cfg.trainer.kind == "online" else cfg.trainer.total_updates
     if resume_step is not None and resume_step >= total:
@@ -222,6 +277,27 @@ def _train(cfg: DictConfig) -> dict:
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     logger.summary(f"[done] {run_dir}: final {results['final']}")
     return results
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """One ConfigError for a top-level or logging key that train.py does not know, a value of the wrong type
+    (a flag given as `no` would count as true), a seed numpy cannot take, or resume=true with overwrite=true."""
+    from embodied_rl.trainers.builders import ConfigError
+    from embodied_rl.validation import check_ranges, check_types
+
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    known_prefixes = tuple(f"{group}." for group in CONFIG_GROUPS)
+    unknown = sorted(k for k in flat if k not in RUN_SETTING_TYPES and not k.startswith(known_prefixes))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; see configs/config.yaml")
+    with config_errors():
+        check_types("run settings", flat, RUN_SETTING_TYPES)
+        check_ranges("run settings", flat, {"seed": "[0, 4294967295]"})  # numpy's seed range
+        if cfg.trainer.kind == "online":
+            trainer = {k: cfg.trainer.get(k) for k in ONLINE_RUN_SETTING_TYPES}
+            check_types("trainer settings", trainer, ONLINE_RUN_SETTING_TYPES, prefix="trainer.")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("resume=true and overwrite=true contradict each other: continue the run or start afresh")
 
 
 def trainer_config_from(cfg: DictConfig):
@@ -416,6 +492,18 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, device, logger
         env.close()
 
 
+def interrupted_state(run_dir: Path) -> str:
+    """What a user can do after Ctrl-C: resume from the last checkpoint, if one was written."""
+    from embodied_rl.trainers.checkpoint import load_checkpoint
+
+    latest = run_dir / "checkpoints" / "latest.pt"
+    try:
+        step = int(load_checkpoint(latest, mmap=True)["step"])
+    except (FileNotFoundError, RuntimeError, KeyError):
+        return f"no checkpoint in {run_dir} yet; the same command plus overwrite=true starts the run again"
+    return f"{run_dir} has a checkpoint at step {step}; the same command plus resume=true continues from it"
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
@@ -428,6 +516,11 @@ def main(cfg: DictConfig) -> None:
 
     try:
         train(cfg)
+    except KeyboardInterrupt:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher stops the sweep
+        print(f"\ninterrupted: {interrupted_state(Path(cfg.run_dir))}", file=sys.stderr)
+        sys.exit(130)
     except (UnknownTaskError, DatasetError, ConfigError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

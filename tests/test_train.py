@@ -23,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from script_helpers import CONFIGS, REPO, load_script, train_in_process
 
+from embodied_rl.data import DatasetError
 from embodied_rl.trainers.builders import ConfigError
 
 # A tiny but complete online run: 2 evaluations, checkpoints every 100 steps.
@@ -1083,4 +1084,94 @@ def test_offline_sac_warns_that_it_is_not_an_offline_learner(tiny_dataset, tmp_p
     assert results["agent"] == "sac" and results["updates"] == 60
     assert "warning: trainer=offline with agent=sac trains plain SAC" in capsys.readouterr().err
     train_in_process([*OFFLINE, f"run_dir={tmp_path / 'iql'}"])
+    assert "warning" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- settings of the wrong type, contradictions
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("overwrite=no", "overwrite='no' (must be true or false)"),  # "no" would count as true and wipe a run
+        ("logging.tensorboard=maybe", "logging.tensorboard='maybe' (must be true or false)"),
+        ("trainer.progress=no", "trainer.progress='no' (must be true or false)"),
+        ("trainer.asynchronous_envs=yes", "trainer.asynchronous_envs='yes' (must be true or false)"),
+        ("trainer.num_envs=2.5", "trainer.num_envs=2.5 (must be an integer)"),
+        ("agent.hidden_dims=32", "agent.hidden_dims=32 (must be a list of integers)"),
+        ("agent.compile=no", "agent.compile='no' (must be true or false)"),
+        ("env.shadows=no", "shadows must be true or false, got 'no'"),
+        ("seed=-1", "seed=-1 (must be in [0, 4294967295])"),
+        ("seed=abc", "seed='abc' (must be an integer)"),
+        ("+foo=1", "unknown config key(s) foo"),
+        ("+logging.colour=true", "unknown config key(s) logging.colour"),
+        ("resume=true", "resume=true and overwrite=true contradict each other"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_one_config_error(override, message, tmp_path):
+    extra = ["overwrite=true"] if override == "resume=true" else []
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train_in_process([*TINY, override, *extra, f"run_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bare_task_name_is_the_same_run_as_the_full_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    short = [*TINY, "env.task=reach-v3", "trainer.total_steps=100", "trainer.checkpoint_every=0"]
+    train_in_process(short)
+    run_dir = tmp_path / "runs" / "sac" / "metaworld" / "reach-v3" / "seed1"
+    assert "task: metaworld/reach-v3" in (run_dir / "config.yaml").read_text()
+    results = train_in_process([*short, "env.task=metaworld/reach-v3", "resume=true", "trainer.total_steps=200"])
+    assert results["steps"] == 200 and results["task"] == "metaworld/reach-v3"
+    assert sorted(p.name for p in (tmp_path / "runs" / "sac").iterdir()) == ["metaworld"]
+
+
+def test_resume_refuses_a_run_without_config_or_with_a_damaged_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100", "trainer.checkpoint_every=50"]
+    train_in_process(args)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # cut short, as by a full disk
+    with pytest.raises(ConfigError, match=re.escape(f"{latest} is damaged")) as error:
+        train_in_process([*args, "resume=true", "trainer.total_steps=200"])
+    assert "copy one of step_000000050.pt, step_000000100.pt over it" in str(error.value)
+    (run_dir / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match="config.yaml is missing"):
+        train_in_process([*args, "resume=true", "trainer.total_steps=200"])
+
+
+def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
+    run_dir = tmp_path / "interrupted"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100000", "trainer.checkpoint_every=50"]
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoints" / "latest.pt").exists() and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted:" in stderr and "plus resume=true continues" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_offline_refuses_a_dataset_of_another_task(tiny_dataset, tmp_path):
+    other_task = ["env.task=metaworld/drawer-open-v3", "name=iql_reach_data"]  # same 39-d observations
+    with pytest.raises(DatasetError, match="was collected on 'embodied_rl/metaworld-reach-v3'"):
+        train_in_process(
+            [*OFFLINE, *other_task, "trainer.dataset=embodied_rl/metaworld-reach-v3/tiny-v0", f"run_dir={tmp_path}/r"]
+        )
+
+
+def test_a_run_too_short_to_update_says_so(tmp_path, capsys):
+    results = train_in_process([*TINY, "trainer.total_steps=50", "trainer.eval_every=0", f"run_dir={tmp_path}/r"])
+    assert results["updates"] == 0
+    assert "warning: trainer.total_steps=50 is below trainer.seed_steps=60" in capsys.readouterr().err
+    train_in_process([*TINY, "trainer.total_steps=60", "trainer.eval_every=0", f"run_dir={tmp_path}/s"])
     assert "warning" not in capsys.readouterr().err

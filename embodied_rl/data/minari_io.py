@@ -188,7 +188,21 @@ def load_trajectories(
         raise DatasetError(f"dataset {opened.id!r} is inconsistent: {err}") from err
     if env is not None:
         check_dataset_matches_env(trajectories, env, name=opened.id, obs_key=obs_key)
+        check_same_task(opened, env)
     return trajectories
+
+
+def check_same_task(dataset: minari.MinariDataset, env: gym.Env) -> None:
+    """Raise a `DatasetError` when the dataset's stored env id differs from `env`'s: data of one task would
+    train a policy evaluated on another (Meta-World tasks share their 39-d observations, so the shape check
+    cannot tell), scored with the other task's reference returns. Datasets without a stored env pass."""
+    data_id = dataset.env_spec.id if dataset.env_spec is not None else None
+    env_id = env.spec.id if getattr(env, "spec", None) is not None else None
+    if data_id is not None and env_id is not None and data_id != env_id:
+        raise DatasetError(
+            f"dataset {dataset.id!r} was collected on {data_id!r}, not on {env_id!r}: train on the task the data "
+            f"comes from (env.task=...) or pick a dataset of this task"
+        )
 
 
 def _check_indices(episode_indices: Iterable[int], total: int, name: str) -> np.ndarray:

@@ -55,7 +55,7 @@ from embodied_rl.data.normalization import ObservationNormalizer
 from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.nn.distributions import TanhNormal
 from embodied_rl.nn.ensemble import EnsembleMLP
-from embodied_rl.validation import check_ranges
+from embodied_rl.validation import check_field_types, check_ranges
 
 # ---------------------------------------------------------------- state windows
 
@@ -247,7 +247,8 @@ class IDMConfig:
     progress: bool = False  # tqdm progress bar
 
     def __post_init__(self) -> None:
-        self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
+        check_field_types(self, "IDM settings", prefix="idm.")
+        self.hidden_dims = tuple(self.hidden_dims)
         ranges = {
             **dict.fromkeys(("ensemble_size", "steps", "batch_size", "eval_every"), ">= 1"),
             "lr": "> 0",

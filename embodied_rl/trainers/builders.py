@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from embodied_rl.validation import check_types
+
 # config name -> "module:Class"; imported lazily so a missing optional piece never breaks the others.
 AGENTS = {
     "sac": "embodied_rl.agents.sac:SAC",
@@ -64,4 +66,6 @@ def make_agent(agent_cfg: Mapping[str, Any], observation_space, action_space, de
             f"agent '{name}' does not take {', '.join(unknown)} (an experiment meant for another "
             f"agent?); its options are in configs/agent/{name}.yaml"
         )
+    annotations = {key: parameter.annotation for key, parameter in accepted.items()}
+    check_types("agent settings", cfg, annotations, prefix="agent.")
     return agent_class(observation_space, action_space, device=str(device), **cfg)

@@ -19,7 +19,7 @@ from embodied_rl.data import Transitions
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from embodied_rl.trainers.divergence import check_finite, check_finite_state
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
-from embodied_rl.validation import check_ranges
+from embodied_rl.validation import check_field_types, check_ranges
 
 
 @dataclass
@@ -35,6 +35,7 @@ class OfflineTrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "trainer settings", prefix="trainer.")
         ranges = {
             **dict.fromkeys(("total_updates", "batch_size", "eval_episodes"), "> 0"),
             **dict.fromkeys(("eval_every", "eval_videos", "checkpoint_every", "keep_checkpoints", "log_every"), ">= 0"),

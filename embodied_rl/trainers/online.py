@@ -20,7 +20,7 @@ from embodied_rl.envs import subenv_seeds
 from embodied_rl.trainers.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from embodied_rl.trainers.divergence import check_finite, check_finite_state
 from embodied_rl.trainers.evaluation import evaluate_and_log, is_better
-from embodied_rl.validation import check_ranges
+from embodied_rl.validation import check_field_types, check_ranges
 
 
 @dataclass
@@ -39,6 +39,7 @@ class OnlineTrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "trainer settings", prefix="trainer.")
         ranges = {
             **dict.fromkeys(("total_steps", "utd_ratio", "batch_size", "eval_episodes"), "> 0"),
             **dict.fromkeys(("seed_steps", "eval_every", "eval_videos", "checkpoint_every"), ">= 0"),
