@@ -6,7 +6,8 @@
 Each run directory holds results.json (written by scripts/train.py at the end of a run); runs are grouped
 by the parent of their `seed*` directory, like scripts/plot.py does, each run counted once. Unfinished runs (no
 results.json) are listed as such, never silently dropped; a mean over fewer runs than the group's seeds (some
-lack the metric) ends in `(n=K)`.
+lack the metric) ends in `(n=K)`. A `--metric` that no run's final/best holds is an error listing those it holds;
+so is a results.json that is not a JSON object with numbers under final/best, naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,28 @@ def _run_dirs(root: Path) -> list[Path]:
     return [run for run in found if not any(part.startswith(".") for part in run.relative_to(root).parts)]
 
 
+def load_results(path: Path) -> dict:
+    """A run's results.json: an object whose final/best (when present) are objects of numbers."""
+    try:
+        results = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SystemExit(f"error: {path}: not UTF-8 text (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"error: {path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise SystemExit(f"error: {path}: {err.strerror or err}") from None
+    if not isinstance(results, dict):
+        raise SystemExit(f"error: {path}: holds a {type(results).__name__}, not an object")
+    for kind in ("final", "best"):
+        values = results.get(kind)
+        if values is not None and not isinstance(values, dict):
+            raise SystemExit(f"error: {path}: {kind} is a {type(values).__name__}, not an object")
+        for key, value in (values or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SystemExit(f"error: {path}: {kind}.{key} is {value!r}, not a number")
+    return results
+
+
 def collect(paths: list[Path]) -> tuple[dict[str, list[dict]], list[Path]]:
     """Results grouped by label, and unfinished runs; a run reached through several arguments counts once."""
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -40,7 +63,7 @@ def collect(paths: list[Path]) -> tuple[dict[str, list[dict]], list[Path]]:
                 unfinished.append(run)
                 continue
             label = str(run.parent) if run.name.startswith("seed") else str(run)
-            groups[label].append(json.loads((run / "results.json").read_text()))
+            groups[label].append(load_results(run / "results.json"))
     return groups, unfinished
 
 
@@ -75,7 +98,14 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     groups, unfinished = collect(args.runs)
     if not groups:
-        raise SystemExit(f"no finished runs (results.json) under {', '.join(map(str, args.runs))}")
+        raise SystemExit(f"error: no finished runs (results.json) under {', '.join(map(str, args.runs))}")
+    known = {
+        key for results in groups.values() for r in results for kind in ("final", "best") for key in r.get(kind) or {}
+    }
+    missing = [m for m in args.metric or [] if m not in known]  # not the defaults: a run may lack one
+    if missing:  # the error plot.py gives for a column no metrics.csv holds
+        available = ", ".join(sorted(known))
+        raise SystemExit(f"error: no metric {', '.join(missing)} in results.json (final, best); available: {available}")
     text = table(groups, args.metric or ["success_rate", "return_mean"])
     print(text)
     for run in unfinished:
