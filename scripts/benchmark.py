@@ -8,6 +8,8 @@
     python scripts/benchmark.py --only sac_pixels --pixel-updates 20   # float32 vs mixed precision (bf16)
 
 Each figure is the median of --repeats timed runs after a warm-up (compilation happens in warm-up).
+--devices takes cpu, cuda and cuda:N (a CUDA device torch does not see is an error); the folder of --out is
+created, and the file checked to be writable, before anything is measured.
 """
 
 from __future__ import annotations
@@ -15,13 +17,70 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
+import tempfile
 import time
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 
 STATE_TASKS = ["metaworld/drawer-open-v3", "mujoco/Hopper-v5"]
+VECTOR_ENVS = 4  # envs of the vectorised env benchmark: --env-steps are split among them
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def env_steps(text: str) -> int:
+    value = int(text)
+    if value < VECTOR_ENVS:
+        raise argparse.ArgumentTypeError(f"must be >= {VECTOR_ENVS} (split among {VECTOR_ENVS} envs), got {text}")
+    return value
+
+
+def parse_devices(text: str | None, parser: argparse.ArgumentParser) -> list[str]:
+    """--devices as a list (default: cpu, and cuda when torch sees a GPU); an unknown name or a CUDA device
+    torch does not see is a parser error."""
+    import torch
+
+    if text is None:
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        parser.error(f"--devices {text!r} names no device")
+    for device in devices:
+        match = re.fullmatch(r"cpu|cuda(?::(\d+))?", device)
+        if match is None:
+            parser.error(f"--devices: unknown device {device!r}; use cpu, cuda or cuda:N")
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                parser.error(f"--devices {device}: cuda requested but no GPU is visible to torch")
+            if match[1] is not None and int(match[1]) >= torch.cuda.device_count():
+                parser.error(f"--devices {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
+    return devices
+
+
+def check_out(path: str, parser: argparse.ArgumentParser) -> None:
+    """Create the folder of --out and check that the file can be written, before anything is measured."""
+    out = Path(path)
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            with out.open("r+b"):  # writable, and left as it is
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=out.parent):
+                pass
+    except OSError as err:
+        parser.error(f"--out {path}: cannot write there: {err.strerror or err}")
 
 
 def timed(fn, repeats: int) -> float:
@@ -90,7 +149,7 @@ def benchmark_envs(args) -> list[dict]:
                 "wrapped_over_raw": wrapped / raw,
             }
         )
-        for num_envs, asynchronous in [(4, False), (4, True)]:
+        for num_envs, asynchronous in [(VECTOR_ENVS, False), (VECTOR_ENVS, True)]:
             venv = make_vector_env({"task": task, "obs_mode": "state"}, num_envs=num_envs, asynchronous=asynchronous)
             sps = env_steps_per_second(venv, args.env_steps // num_envs, args.repeats, vector=True)
             venv.close()
@@ -243,27 +302,26 @@ def benchmark_iql(args, device: str) -> list[dict]:
     return benchmark_updates("iql_update", agents, batch, device, args)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["env", "sac", "sac_pixels", "iql"], default=None)
-    parser.add_argument("--env-steps", type=int, default=3000)
-    parser.add_argument("--updates", type=int, default=200)
-    parser.add_argument("--pixel-updates", type=int, default=10, help="updates per repeat of the pixel benchmark")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--env-steps", type=env_steps, default=3000)
+    parser.add_argument("--updates", type=positive_int, default=200)
     parser.add_argument(
-        "--devices", default=None, help="comma-separated, e.g. cuda (default: cpu, and cuda if present)"
+        "--pixel-updates", type=positive_int, default=10, help="updates per repeat of the pixel benchmark"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=256)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument(
+        "--devices", default=None, help="comma-separated cpu, cuda, cuda:N (default: cpu, and cuda if present)"
     )
     parser.add_argument("--out", default="benchmark.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
 
-    devices = [d for d in args.devices.split(",") if d] if args.devices else ["cpu"]
-    if not args.devices and torch.cuda.is_available():
-        devices.append("cuda")
-    if "cuda" in devices and not torch.cuda.is_available():
-        parser.error("--devices cuda: torch sees no CUDA device")
+    devices = parse_devices(args.devices, parser)
+    check_out(args.out, parser)
     rows: list[dict] = []
     if args.only in (None, "env"):
         rows += benchmark_envs(args)

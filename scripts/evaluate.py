@@ -5,15 +5,21 @@
     python scripts/evaluate.py --scripted metaworld/drawer-open-v3 --episodes 3     # Meta-World's expert
 
 The run's own config.yaml rebuilds the env and the agent; `key=value` arguments override it (same keys
-as training). Results go to <run>/eval/<checkpoint-step>/results.json with the videos beside it,
-or to --out.
+as training). Results go to <run>/eval/step_<N>/results.json with the videos beside it; an evaluation with
+overrides goes to a folder of its own inside that one, named after the overrides joined by commas (characters
+other than letters, digits and `._,=+-` become `_`), e.g. <run>/eval/step_<N>/env.distractors=test/, so that
+it never replaces the plain evaluation; --out puts the results where it says. The output folder is created
+(and checked to be writable) before any episode runs. Evaluating on another task than the run's prints a note.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -58,14 +64,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--fps", type=positive_float, default=None, help="video frame rate (default: the env's: real time)"
     )
-    parser.add_argument("--seed", type=int, default=100_000, help="seed of the first evaluation episode")
+    parser.add_argument("--seed", type=non_negative_int, default=100_000, help="seed of the first evaluation episode")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: see above; overrides get their own)"
+    )
     args = parser.parse_intermixed_args(argv)
     if args.scripted and args.checkpoint is not None and "=" in str(args.checkpoint):
         args.overrides, args.checkpoint = [str(args.checkpoint), *args.overrides], None  # only overrides given
     if (args.checkpoint is None) == (args.scripted is None):
         parser.error("give either a checkpoint (run directory or .pt file) or --scripted TASK")
+    if args.out is not None:
+        prepare_out(args.out)
 
     from embodied_rl.envs import UnknownTaskError, make_env
     from embodied_rl.trainers import evaluate_policy
@@ -75,37 +85,48 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = OmegaConf.create({"env": {"task": args.scripted}})
             cfg.merge_with_dotlist(args.overrides)
         else:
-            run_dir, ckpt_path, cfg = load_run(args.checkpoint, args.overrides)
+            run_dir, ckpt_path, cfg, trained_task = load_run(args.checkpoint, args.overrides)
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise SystemExit(f"error: {err}") from err
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     if env_cfg.get("obs_mode", "state") == "state":
         env_cfg["image_size"] = args.video_size  # pixels only feed the video, so render them large
+    if args.scripted:
+        from embodied_rl.envs import scripted_policy
+
+        try:  # before the env is built: only Meta-World tasks have one
+            policy, info = scripted_policy(env_cfg["task"]), {"policy": "scripted"}
+        except ValueError as err:  # an unknown task, or a locomotion task
+            raise SystemExit(f"error: {err}") from err
     try:
         env = make_env(env_cfg)
     except UnknownTaskError as err:
         raise SystemExit(f"error: {err}") from err
 
     if args.scripted:
-        from embodied_rl.envs import scripted_policy
-
-        policy, info = scripted_policy(env_cfg["task"]), {"policy": "scripted"}
-        out = args.out or Path("runs") / "scripted" / env_cfg["task"] / "eval"
+        out = args.out or out_dir(Path("runs") / "scripted" / env_cfg["task"] / "eval", args.overrides)
     else:
         from embodied_rl.trainers import load_agent
-        from embodied_rl.trainers.loading import mismatch_message
+        from embodied_rl.trainers.loading import CheckpointError, mismatch_message
 
         try:
             agent, _, ckpt = load_agent(ckpt_path, env=env, device=args.device)
+        except CheckpointError as err:  # truncated, empty or foreign: name the checkpoints that could be used
+            print(f"error: {err}{other_checkpoints(ckpt_path)}", file=sys.stderr)
+            raise SystemExit(2) from err
         except RuntimeError as err:
             print(f"error: {mismatch_message(err, env)}", file=sys.stderr)
             raise SystemExit(2) from err
         except ValueError as err:  # the run's config.yaml holds a setting the agent refuses
             print(f"error: {ckpt_path}: {err}", file=sys.stderr)
             raise SystemExit(2) from err
+        if not same_task(trained_task, env_cfg["task"]):  # the agent fits this env's spaces
+            print(f"note: evaluating a policy trained on {trained_task} on task {env_cfg['task']}", file=sys.stderr)
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
-        out = args.out or run_dir / "eval" / f"step_{ckpt['step']:09d}"
+        out = args.out or out_dir(run_dir / "eval" / f"step_{ckpt['step']:09d}", args.overrides)
+    if args.out is None:
+        prepare_out(out)
     result = evaluate_policy(
         policy,
         env,
@@ -136,16 +157,68 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def load_run(path: Path, overrides: list[str]):
+    """(run directory, step_*.pt file, config with the overrides, the task the run was trained on)."""
     from embodied_rl.trainers import find_run, load_run_config
 
     run_dir, ckpt_path = find_run(path)
     ckpt_path = step_file(ckpt_path)
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir)  # ValueError naming config.yaml when it is damaged
+    trained_task = cfg.env.get("task")
     try:
         cfg.merge_with_dotlist(overrides)
     except Exception as err:
         raise ValueError(f"bad override: {err}") from err
-    return run_dir, ckpt_path, cfg
+    return run_dir, ckpt_path, cfg, trained_task
+
+
+def same_task(a, b) -> bool:
+    """Whether two task names name the same task ("reach-v3" is "metaworld/reach-v3")."""
+    from embodied_rl.envs import UnknownTaskError
+    from embodied_rl.envs.tasks import resolve_task
+
+    try:
+        return resolve_task(a) == resolve_task(b)
+    except UnknownTaskError:  # make_env reports an unknown task
+        return a == b
+
+
+def out_dir(base: Path, overrides: list[str]) -> Path:
+    """`base`, or for an evaluation with overrides its folder inside `base`: the overrides joined by commas,
+    characters other than letters, digits and `._,=+-` replaced by `_` (long names shortened with a hash)."""
+    if not overrides:
+        return base
+    joined = ",".join(overrides)
+    name = re.sub(r"[^A-Za-z0-9._,=+-]", "_", joined)
+    if name.startswith("."):  # never "." or ".." or a hidden folder
+        name = "_" + name
+    if len(name) > 120:
+        name = f"{name[:111]}-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
+    return base / name
+
+
+def prepare_out(out: Path) -> None:
+    """Create `out` (and its parents) and check that a file can be written there: one error line, before any
+    episode runs, instead of a traceback after all of them."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise SystemExit(f"error: cannot write the results to {out}: {err.strerror or err}") from err
+
+
+def other_checkpoints(path: Path) -> str:
+    """The step_*.pt files beside a checkpoint that could not be read, as the end of an error line."""
+    others = []
+    for candidate in sorted(path.parent.glob("step_*.pt")):
+        try:
+            if not candidate.samefile(path):
+                others.append(candidate.name)
+        except FileNotFoundError:
+            continue
+    if not others:
+        return f"; no other step_*.pt checkpoint in {path.parent}"
+    return f"; other checkpoints in {path.parent} that could be evaluated instead: {', '.join(others)}"
 
 
 def step_file(path: Path) -> Path:

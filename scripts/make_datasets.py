@@ -6,7 +6,9 @@
 Meta-World: expert / medium / random / mixed tiers from the scripted policies. MuJoCo (or any SAC run of
 scripts/train.py, trained with trainer.keep_checkpoints=0): random / medium / medium-replay / expert.
 Datasets are local Minari datasets `embodied_rl/<env id>/<tier>-v0` ($MINARI_DATASETS_PATH, or --root);
-existing ones are kept unless --overwrite. See docs/datasets.md.
+existing ones are kept unless --overwrite. See docs/datasets.md. The --summary file's folder is created (and
+checked to be writable) before anything is built. A run whose medium checkpoint would be the expert one (no
+earlier checkpoint with an evaluation return is left: train with trainer.keep_checkpoints=0) is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,46 @@ import time
 from pathlib import Path
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def prepare_summary(path: str) -> None:
+    """Create the folder of the --summary file and check that the file can be written there, before any work."""
+    import tempfile
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            with path.open("r+b"):  # writable, and left as it is
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+    except OSError as err:
+        raise SystemExit(f"[make_datasets] error: cannot write --summary {path}: {err.strerror or err}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from embodied_rl.data.recipes import METAWORLD_TASKS, METAWORLD_TIERS, SAC_RUN_TIERS
 
@@ -25,10 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     suites = parser.add_subparsers(dest="suite", required=True)
 
     def common(sub: argparse.ArgumentParser, tiers: tuple[str, ...]) -> None:
-        sub.add_argument("--episodes", type=int, default=50, help="episodes per tier (default 50)")
+        sub.add_argument("--episodes", type=positive_int, default=50, help="episodes per tier (default 50)")
         sub.add_argument("--tiers", default=",".join(tiers), help=f"comma-separated subset of {','.join(tiers)}")
-        sub.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
-        sub.add_argument("--reference-episodes", type=int, default=10, help="rollouts for the reference returns")
+        sub.add_argument("--seed", type=non_negative_int, default=0, help="episode i is reset with seed + i")
+        sub.add_argument(
+            "--reference-episodes", type=positive_int, default=10, help="rollouts for the reference returns"
+        )
         sub.add_argument(
             "--root", default=None, help="datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)"
         )
@@ -38,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     metaworld = suites.add_parser("metaworld", help="scripted-policy tiers of Meta-World tasks")
     metaworld.add_argument("--tasks", default=",".join(METAWORLD_TASKS), help="comma-separated Meta-World tasks")
-    metaworld.add_argument("--time-limit", type=int, default=None, help="steps per episode (default 500)")
+    metaworld.add_argument("--time-limit", type=positive_int, default=None, help="steps per episode (default 500)")
     metaworld.add_argument(
         "--medium-noise",
         default=None,
@@ -52,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mujoco.add_argument("--task", default=None, help="checked against the run's task, e.g. Hopper-v5")
     mujoco.add_argument(
         "--medium-fraction",
-        type=float,
+        type=fraction,
         default=1 / 3,
         help="medium: first checkpoint reaching this fraction of the expert return (default 1/3)",
     )
@@ -69,7 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="metrics",
         help="checkpoint returns from metrics.csv (default) or by evaluating each checkpoint",
     )
-    mujoco.add_argument("--eval-episodes", type=int, default=5, help="episodes per checkpoint with --select evaluate")
+    mujoco.add_argument(
+        "--eval-episodes", type=positive_int, default=5, help="episodes per checkpoint with --select evaluate"
+    )
     mujoco.add_argument("--device", default="cpu", help="where the checkpoints' agents act (default cpu)")
     common(mujoco, SAC_RUN_TIERS)
     return parser.parse_args(argv)
@@ -121,6 +167,8 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    if args.summary:
+        prepare_summary(args.summary)
     if args.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(args.root)
     from embodied_rl.data import DatasetError

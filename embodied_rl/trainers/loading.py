@@ -34,9 +34,23 @@ def find_run(path: str | Path) -> tuple[Path, Path]:
     return run_dir, ckpt
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, empty, foreign) or holds no agent weights."""
+
+
 def load_run_config(path: str | Path) -> DictConfig:
+    """The run's config.yaml; ValueError naming the file when it is unreadable, empty or lacks env / agent."""
     run_dir, _ = find_run(path)
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    config = run_dir / "config.yaml"
+    try:
+        cfg = OmegaConf.load(config)
+    except Exception as err:  # a YAML syntax error, a damaged file
+        detail = " ".join(str(err).split())
+        raise ValueError(f"{config} cannot be read: {shorten(detail, 200)}") from err
+    if not isinstance(cfg, DictConfig) or not all(isinstance(cfg.get(key), DictConfig) for key in ("env", "agent")):
+        raise ValueError(
+            f"{config} is empty or holds no env / agent settings (a damaged run directory of scripts/train.py?)"
+        )
     OmegaConf.set_struct(cfg, True)
     return cfg
 
@@ -51,7 +65,8 @@ def load_agent(
     """(agent with the checkpoint's weights, run config, checkpoint dict).
 
     The spaces come from `env` when given, else from `observation_space` / `action_space`; they must match
-    the ones the agent was trained on.
+    the ones the agent was trained on. A checkpoint that cannot be read is a `CheckpointError` (a RuntimeError),
+    a damaged config.yaml a ValueError.
     """
     if env is not None:
         observation_space, action_space = env.observation_space, env.action_space
@@ -61,7 +76,12 @@ def load_agent(
     cfg = load_run_config(path)
     device = resolve_device(str(device))
     agent = make_agent(OmegaConf.to_container(cfg.agent, resolve=True), observation_space, action_space, device)
-    ckpt = load_checkpoint(ckpt_path)
+    try:
+        ckpt = load_checkpoint(ckpt_path)
+    except RuntimeError as err:  # a truncated or foreign file
+        raise CheckpointError(str(err)) from err
+    if not isinstance(ckpt, dict) or not {"agent", "step"} <= ckpt.keys():
+        raise CheckpointError(f"{ckpt_path} holds no agent weights and step (not a checkpoint of scripts/train.py?)")
     agent.load_state_dict(ckpt["agent"])
     return agent, cfg, ckpt
 
