@@ -39,7 +39,7 @@ from embodied_rl.data.collection import (
 from embodied_rl.data.policies import RandomPolicy, make_behaviour_policy, scripted_expert
 from embodied_rl.envs import make_env
 from embodied_rl.trainers.loading import mismatch_message
-from embodied_rl.validation import check_types
+from embodied_rl.validation import check_ranges, check_types
 
 
 def reference_scores(cfg: DictConfig, env: Any) -> tuple[float, float | None, dict[str, Any]]:
@@ -77,7 +77,8 @@ def env_from_run(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
     return env_cfg
 
 
-# Types of the settings whose misuse would not fail on its own (`overwrite=no` would count as true).
+# Types and ranges of the settings whose misuse would not fail on its own, or only after the rollouts
+# (`overwrite=no` would count as true; no reference episodes would store NaN reference returns).
 SETTING_TYPES = {
     "seed": "int",
     "episodes": "int",
@@ -85,12 +86,16 @@ SETTING_TYPES = {
     "overwrite": "bool",
     "progress": "bool",
     "policy.deterministic": "bool",
+    "reference.episodes": "int",
 }
+SETTING_RANGES = {"seed": ">= 0", "episodes": ">= 1", "reference.episodes": ">= 1"}
 
 
 def collect(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """Roll out the behaviour policy and write the dataset; `overrides` are the command line's `key=value`s."""
-    check_types("collect settings", {key: OmegaConf.select(cfg, key) for key in SETTING_TYPES}, SETTING_TYPES)
+    settings = {key: OmegaConf.select(cfg, key) for key in SETTING_TYPES}
+    check_types("collect settings", settings, SETTING_TYPES)
+    check_ranges("collect settings", settings, SETTING_RANGES)
     if cfg.dataset.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(cfg.dataset.root)
 

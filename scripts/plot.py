@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
+    read_csv.cache_clear()  # files read by an earlier call (in the same process) may have grown
     out = output_path(args.out, parser)
     metrics = args.metric or ["eval/success_rate", "eval/return_mean"]
     groups = group_runs(args.runs)

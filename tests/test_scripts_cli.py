@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -261,3 +262,14 @@ def test_collect_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path)
     error = done.stderr.strip()
     assert error.startswith("[collect] error: the checkpoint's agent does not fit this env (observations (11,)")
     assert "\n" not in error
+
+
+def test_collect_refuses_zero_reference_episodes_and_flags_given_as_words():
+    collect = load_script("collect")
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        no_reference = compose("collect", overrides=["env.task=metaworld/reach-v3", "reference.episodes=0"])
+        worded = compose("collect", overrides=["env.task=metaworld/reach-v3", "overwrite=no"])
+    with pytest.raises(ValueError, match=re.escape("reference.episodes=0 (must be >= 1)")):
+        collect.collect(no_reference)
+    with pytest.raises(ValueError, match=re.escape("overwrite='no' (must be true or false)")):
+        collect.collect(worded)

@@ -122,6 +122,8 @@ def reference_returns(
     env: gym.Env, policy: Policy, episodes: int, seed: int, progress: bool = False, desc: str = "reference"
 ) -> dict[str, float]:
     """Mean return and success of `policy` over `episodes` rollouts (for normalised scores)."""
+    if episodes < 1:  # a mean over no episodes would store NaN reference returns
+        raise ValueError(f"reference episodes must be >= 1, got {episodes}")
     trajectories = list(iterate_rollouts(env, policy, episodes, seed, progress=progress, desc=desc))
     return summarize([t.episode_return for t in trajectories], [t.succeeded for t in trajectories])
 
