@@ -5,3 +5,20 @@ Subpackages: ``envs`` (environment wrappers), ``data`` (datasets and replay), ``
 """
 
 __version__ = "0.1.0"
+
+
+def _full_task(task: str) -> str:
+    """`${full_task:...}` in configs (the run directory): `drawer-open-v3` -> `metaworld/drawer-open-v3`, so a bare
+    and a full task name give one run directory."""
+    from embodied_rl.envs.tasks import full_task_name  # on use: importing envs sets up rendering
+
+    return full_task_name(task)
+
+
+def _register_config_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("full_task", _full_task, replace=True)
+
+
+_register_config_resolvers()

@@ -51,40 +51,62 @@ def check_ranges(what: str, values: Mapping[str, Any], ranges: Mapping[str, str]
         raise ValueError(f"invalid {what}: {', '.join(bad)}")
 
 
-# Annotations `check_types` understands (others are not checked); `X | None` also allows None.
+def _is_int(value: Any) -> bool:
+    """An integer, or a float with a whole value (`1e6` in a YAML file or an override is read as 1000000.0)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _is_int_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str) and all(_is_int(x) for x in value)
+
+
+# Annotations `check_types` understands (others are not checked), what fits each, and its name in messages.
+# `X | None` also allows None.
 _TYPE_CHECKS = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
-    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "int": (_is_int, "an integer"),
     "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
     "str": (lambda v: isinstance(v, str), "a string"),
-    "Sequence[int]": (
-        lambda v: isinstance(v, Sequence) and not isinstance(v, str) and all(_TYPE_CHECKS["int"][0](x) for x in v),
-        "a list of integers",
-    ),
+    "Sequence[int]": (_is_int_sequence, "a list of integers"),
+    "tuple[int, ...]": (_is_int_sequence, "a list of integers"),
 }
-_TYPE_CHECKS["tuple[int, ...]"] = _TYPE_CHECKS["Sequence[int]"]
 
 
-def check_types(what: str, values: Mapping[str, Any], annotations: Mapping[str, Any], prefix: str = "") -> None:
+def check_types(
+    what: str, values: Mapping[str, Any], annotations: Mapping[str, Any], prefix: str = ""
+) -> dict[str, Any]:
     """One ValueError naming every value of `values` whose annotation in `annotations` (type hints as strings,
     as `from __future__ import annotations` leaves them, or types) it does not fit: a flag given as `no` (which
     would count as true), a count given as 2.5, a list given as one number. Annotations other than bool, int,
-    float, str and Sequence[int] / tuple[int, ...] (each optionally `| None`) are not checked."""
-    bad = []
+    float, str and Sequence[int] / tuple[int, ...] (each optionally `| None`) are not checked.
+
+    Returns a copy of `values` with whole-number floats of integer settings made ints (1000000.0 -> 1000000)."""
+    bad, checked = [], dict(values)
     for key, value in values.items():
         hint = annotations.get(key)
         hint = getattr(hint, "__name__", hint) if isinstance(hint, type) else hint
         if not isinstance(hint, str):
             continue
-        optional = hint.endswith(" | None")
-        check = _TYPE_CHECKS.get(hint.removesuffix(" | None"))
-        if check is None or (optional and value is None) or check[0](value):
+        optional, base = hint.endswith(" | None"), hint.removesuffix(" | None")
+        check = _TYPE_CHECKS.get(base)
+        if check is None or (optional and value is None):
             continue
-        bad.append(f"{prefix}{key}={value!r} (must be {check[1]}{' or None' if optional else ''})")
+        if not check[0](value):
+            bad.append(f"{prefix}{key}={value!r} (must be {check[1]}{' or None' if optional else ''})")
+        elif base == "int":
+            checked[key] = int(value)
+        elif base in ("Sequence[int]", "tuple[int, ...]"):
+            checked[key] = type(value)(int(x) for x in value) if isinstance(value, list | tuple) else value
     if bad:
         raise ValueError(f"invalid {what}: {', '.join(bad)}")
+    return checked
 
 
 def check_field_types(config: Any, what: str, prefix: str = "") -> None:
-    """`check_types` on the fields of a dataclass instance, by their annotations."""
-    check_types(what, vars(config), {f.name: f.type for f in dataclasses.fields(config)}, prefix)
+    """`check_types` on the fields of a dataclass instance, by their annotations; whole-number floats of integer
+    fields become ints."""
+    checked = check_types(what, vars(config), {f.name: f.type for f in dataclasses.fields(config)}, prefix)
+    for key, value in checked.items():
+        setattr(config, key, value)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tasks import DEFAULT_HORIZON, METAWORLD, resolve_task
+from .tasks import DEFAULT_HORIZON, METAWORLD, canonical_task
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 DISTRACTOR_SPLITS = ("train", "test")
@@ -32,8 +32,7 @@ class EnvConfig:
     shadows: bool = True  # shadows and reflections; False renders 3.7x (Meta-World) to 6x (Hopper) faster on OSMesa
 
     def __post_init__(self) -> None:
-        suite, name = resolve_task(self.task)
-        self.task = f"{suite}/{name}"
+        self.task = canonical_task(self.task)
         self.distractor_kinds = _distractor_kinds(self.distractor_kinds)
         if self.seed is not None:
             self.seed = _non_negative_int("seed", self.seed)
@@ -49,7 +48,7 @@ class EnvConfig:
         if self.time_limit is not None:
             self.time_limit = _positive_int("time_limit", self.time_limit)
         horizon = DEFAULT_HORIZON[METAWORLD]
-        if suite == METAWORLD and self.episode_steps * self.action_repeat > horizon:
+        if self.suite == METAWORLD and self.episode_steps * self.action_repeat > horizon:
             raise ValueError(
                 f"time_limit * action_repeat = {self.episode_steps * self.action_repeat} simulator steps "
                 f"exceeds Meta-World's episode length ({horizon}); lower time_limit or action_repeat."

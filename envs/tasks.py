@@ -51,6 +51,20 @@ def resolve_task(task: str) -> tuple[str, str]:
     raise UnknownTaskError(_unknown_task_message(task))
 
 
+def canonical_task(task: str) -> str:
+    """The full ``"suite/name"`` of a task given in full or as a bare unambiguous name (`UnknownTaskError` else)."""
+    return "/".join(resolve_task(task))
+
+
+def full_task_name(task: str) -> str:
+    """`canonical_task`, or `task` unchanged when it names no task (for names and comparisons; whatever builds
+    the env reports the unknown task)."""
+    try:
+        return canonical_task(task)
+    except UnknownTaskError:
+        return task
+
+
 def _close_tasks(task: str, n: int = 5, cutoff: float = 0.6) -> list[str]:
     """Up to ``n`` full task names closest to ``task``, whose name part (after any "/") is also matched
     against every suite's names, so "metaworld/Hopper-v5" suggests "mujoco/Hopper-v5"."""

@@ -174,12 +174,12 @@ def load_run(path: Path, overrides: list[str]):
 def same_task(a, b) -> bool:
     """Whether two task names name the same task ("reach-v3" is "metaworld/reach-v3")."""
     from embodied_rl.envs import UnknownTaskError
-    from embodied_rl.envs.tasks import resolve_task
+    from embodied_rl.envs.tasks import canonical_task
 
     try:
-        return resolve_task(a) == resolve_task(b)
-    except UnknownTaskError:  # make_env reports an unknown task
-        return a == b
+        return canonical_task(a) == canonical_task(b)
+    except UnknownTaskError:  # make_env reports an unknown task; a run's config.yaml without a task: no note
+        return a is None or a == b
 
 
 def out_dir(base: Path, overrides: list[str]) -> Path:
@@ -209,13 +209,9 @@ def prepare_out(out: Path) -> None:
 
 def other_checkpoints(path: Path) -> str:
     """The step_*.pt files beside a checkpoint that could not be read, as the end of an error line."""
-    others = []
-    for candidate in sorted(path.parent.glob("step_*.pt")):
-        try:
-            if not candidate.samefile(path):
-                others.append(candidate.name)
-        except FileNotFoundError:
-            continue
+    from embodied_rl.trainers.checkpoint import other_checkpoints as find_others
+
+    others = [p.name for p in find_others(path)]
     if not others:
         return f"; no other step_*.pt checkpoint in {path.parent}"
     return f"; other checkpoints in {path.parent} that could be evaluated instead: {', '.join(others)}"

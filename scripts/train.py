@@ -26,43 +26,34 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import embodied_rl  # noqa: F401  (registers the config resolvers, e.g. ${full_task:...} of run_dir)
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
-
-def full_task_name(task: str) -> str:
-    """`drawer-open-v3` -> `metaworld/drawer-open-v3` (the `${full_task:...}` of run_dir), so that a bare and a
-    full task name give one run directory; an unknown name is left for the task check to report."""
-    from embodied_rl.envs.tasks import UnknownTaskError, resolve_task
-
-    try:
-        return "/".join(resolve_task(task))
-    except UnknownTaskError:
-        return task
-
-
-OmegaConf.register_new_resolver("full_task", full_task_name, replace=True)
 
 # The types of the settings that train.py reads itself (the rest belong to the env, agent and trainer configs,
 # which check their own); any other top-level or logging key (e.g. from `+foo=1`) is an error.
 RUN_SETTING_TYPES = {
-    "name": "str",
+    "name": None,  # any value becomes part of a path (name=123 too)
     "seed": "int",
     "device": "str",
     "deterministic": "bool",
     "resume": "bool",
     "overwrite": "bool",
-    "run_dir": "str",
+    "run_dir": None,
     "logging.tensorboard": "bool",
     "logging.console": "bool",
+    # keys of trainer=online read here, not by OnlineTrainerConfig
+    "trainer.num_envs": "int",
+    "trainer.asynchronous_envs": "bool",
+    "trainer.replay_size": "int",
+    "trainer.replay_device": "str",
 }
-CONFIG_GROUPS = ("env", "agent", "trainer", "ssorl")
-# Keys of trainer=online that train.py reads (not OnlineTrainerConfig's), and their types.
-ONLINE_RUN_SETTING_TYPES = {
-    "num_envs": "int",
-    "asynchronous_envs": "bool",
-    "replay_size": "int",
-    "replay_device": "str",
-}
+# The config groups whose keys their own configs check (configs/env/, agent/, ...; experiment/ and hydra/ hold
+# no keys of their own in the composed config).
+CONFIG_GROUPS = tuple(
+    sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
+)
 
 
 # What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
@@ -110,7 +101,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
 
     overwrite=true, and resume=true before the first checkpoint, start afresh: old outputs are removed.
     """
-    from embodied_rl.trainers.checkpoint import load_checkpoint
+    from embodied_rl.trainers.checkpoint import checkpoint_step, other_checkpoints
 
     run_dir = Path(cfg.run_dir)
     latest = run_dir / "checkpoints" / "latest.pt"
@@ -125,13 +116,27 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
     if cfg.resume and latest.exists():
         check_resume_config(cfg, run_dir / "config.yaml")
         try:
-            return run_dir, int(load_checkpoint(latest, mmap=True)["step"])
+            return run_dir, checkpoint_step(latest)
         except (RuntimeError, KeyError) as err:  # a truncated or foreign file
             from embodied_rl.trainers.builders import ConfigError
 
-            others = sorted(p.name for p in latest.parent.glob("step_*.pt"))
-            hint = f"copy one of {', '.join(others)} over it" if others else "no other checkpoint is left"
-            raise ConfigError(f"cannot resume: {latest} is damaged ({err}); {hint}, or overwrite=true") from None
+            others = [p.name for p in other_checkpoints(latest)]  # not the newest step file: latest.pt is its link
+            hint = (
+                f"remove it and copy one of {', '.join(others)} (an older state) to {latest.name} to resume from there"
+                if others
+                else "no other checkpoint is left"
+            )
+            raise ConfigError(
+                f"cannot resume: {latest} is damaged ({err}); {hint}, or start afresh with overwrite=true"
+            ) from None
+    legacy = legacy_run_dir(run_dir, cfg.env.task)
+    if cfg.resume and (legacy / "checkpoints" / "latest.pt").exists():
+        from embodied_rl.trainers.builders import ConfigError
+
+        raise ConfigError(
+            f"{run_dir} holds no checkpoint, but {legacy} does: a run started with the bare task name before run "
+            f"directories named tasks in full; resume it with run_dir={legacy}"
+        )
     if cfg.resume and (run_dir / "results.json").exists():
         from embodied_rl.trainers.builders import ConfigError
 
@@ -145,6 +150,16 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, None
+
+
+def legacy_run_dir(run_dir: Path, task: str) -> Path:
+    """Where a run of `task` given by its bare name went before run directories named tasks in full
+    (runs/<name>/reach-v3/seed1 for runs/<name>/metaworld/reach-v3/seed1); `run_dir` itself when that differs
+    in nothing (a run_dir= of the user's own)."""
+    from embodied_rl.envs.tasks import full_task_name
+
+    full = full_task_name(task)
+    return Path(str(run_dir).replace(f"/{full}/", f"/{full.rpartition('/')[2]}/", 1))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -169,6 +184,10 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
             f"restore it, or start afresh with overwrite=true"
         )
     old = _flatten(OmegaConf.to_container(OmegaConf.load(stored)))
+    if "env.task" in old:  # runs made before config.yaml named tasks in full may hold a bare name
+        from embodied_rl.envs.tasks import full_task_name
+
+        old["env.task"] = full_task_name(old["env.task"])
     # Values derived from resumable keys may change with them (IQL's actor_lr_schedule_steps interpolates
     # trainer.total_updates: its cosine schedule stretches to the new length), so compare a copy of the new
     # config whose resumable keys hold their stored values.
@@ -243,6 +262,7 @@ def remove_unused_run_dir(run_dir: Path) -> None:
 
 
 def _train(cfg: DictConfig) -> dict:
+    from embodied_rl.envs.tasks import canonical_task
     from embodied_rl.logging import RunLogger
     from embodied_rl.trainers.builders import ConfigError, resolve_device, seed_everything
 
@@ -258,7 +278,7 @@ def _train(cfg: DictConfig) -> dict:
             file=sys.stderr,
         )
     with open_dict(cfg):
-        cfg.env.task = full_task_name(cfg.env.task)  # config.yaml and results.json name the task in full
+        cfg.env.task = canonical_task(cfg.env.task)  # config.yaml and results.json name the task in full
     run_dir, resume_step = prepare_run_dir(cfg)
     total = cfg.trainer.total_steps if cfg.trainer.kind == "online" else cfg.trainer.total_updates
     if resume_step is not None and resume_step >= total:
@@ -270,7 +290,7 @@ def _train(cfg: DictConfig) -> dict:
         logger.summary(f"[resume] no checkpoint in {run_dir}: starting from step 0 with fresh logs")
     try:
         run = train_online if cfg.trainer.kind == "online" else train_offline
-        results = run(cfg, trainer_config, run_dir, device, logger)
+        results = run(cfg, trainer_config, run_dir, resume_step is not None, device, logger)
     finally:
         logger.close()
     results.update(task=cfg.env.task, agent=cfg.agent.name, seed=cfg.seed, device=str(device))
@@ -291,11 +311,12 @@ def check_run_settings(cfg: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; see configs/config.yaml")
     with config_errors():
-        check_types("run settings", flat, RUN_SETTING_TYPES)
+        checked = check_types("run settings", flat, RUN_SETTING_TYPES)
         check_ranges("run settings", flat, {"seed": "[0, 4294967295]"})  # numpy's seed range
-        if cfg.trainer.kind == "online":
-            trainer = {k: cfg.trainer.get(k) for k in ONLINE_RUN_SETTING_TYPES}
-            check_types("trainer settings", trainer, ONLINE_RUN_SETTING_TYPES, prefix="trainer.")
+    with open_dict(cfg):  # whole-number floats of integer settings (seed=1e3 is read as 1000.0) as ints
+        for key, kind in RUN_SETTING_TYPES.items():
+            if kind == "int" and key in checked:
+                OmegaConf.update(cfg, key, checked[key])
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true and overwrite=true contradict each other: continue the run or start afresh")
 
@@ -328,7 +349,7 @@ def already_complete(run_dir: Path, step: int, total: int) -> dict:
     return json.loads(results.read_text())
 
 
-def train_online(cfg: DictConfig, trainer_config, run_dir: Path, device, logger) -> dict:
+def train_online(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool, device, logger) -> dict:
     from embodied_rl.data import ReplayBuffer
     from embodied_rl.envs import make_env, make_vector_env
     from embodied_rl.trainers import OnlineTrainer
@@ -354,7 +375,7 @@ def train_online(cfg: DictConfig, trainer_config, run_dir: Path, device, logger)
                 t.replay_size, envs.single_observation_space, envs.single_action_space, device=replay_device
             )
         trainer = OnlineTrainer(trainer_config, envs, eval_env, agent, buffer, logger, run_dir, seed=cfg.seed)
-        if cfg.resume and (run_dir / "checkpoints" / "latest.pt").exists():
+        if resuming:
             trainer.resume(run_dir / "checkpoints")
             logger.summary(f"[resume] continuing {run_dir} from step {trainer.step}")
         return trainer.train()
@@ -440,7 +461,7 @@ def scale_rewards(data, trajectories, cfg: DictConfig):
     return data
 
 
-def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, device, logger) -> dict:
+def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool, device, logger) -> dict:
     import torch
 
     from embodied_rl.data import open_dataset, transitions_from_trajectories
@@ -462,7 +483,6 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, device, logger
         # is forked so that this throwaway agent leaves the run's random numbers as they were
         with config_errors(), torch.random.fork_rng(devices=[]):
             make_agent(agent_cfg, env.observation_space, env.action_space, torch.device("cpu"))
-        resuming = cfg.resume and (run_dir / "checkpoints" / "latest.pt").exists()
         trajectories, dataset_id = offline_trajectories(cfg, env, run_dir, resuming, device, logger)
         data = transitions_from_trajectories(trajectories, device=device)
         with config_errors():
@@ -494,11 +514,10 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, device, logger
 
 def interrupted_state(run_dir: Path) -> str:
     """What a user can do after Ctrl-C: resume from the last checkpoint, if one was written."""
-    from embodied_rl.trainers.checkpoint import load_checkpoint
+    from embodied_rl.trainers.checkpoint import checkpoint_step
 
-    latest = run_dir / "checkpoints" / "latest.pt"
     try:
-        step = int(load_checkpoint(latest, mmap=True)["step"])
+        step = checkpoint_step(run_dir / "checkpoints" / "latest.pt")
     except (FileNotFoundError, RuntimeError, KeyError):
         return f"no checkpoint in {run_dir} yet; the same command plus overwrite=true starts the run again"
     return f"{run_dir} has a checkpoint at step {step}; the same command plus resume=true continues from it"

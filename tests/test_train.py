@@ -1132,7 +1132,8 @@ def test_resume_refuses_a_run_without_config_or_with_a_damaged_checkpoint(tmp_pa
     latest.write_bytes(latest.read_bytes()[:1000])  # cut short, as by a full disk
     with pytest.raises(ConfigError, match=re.escape(f"{latest} is damaged")) as error:
         train_in_process([*args, "resume=true", "trainer.total_steps=200"])
-    assert "copy one of step_000000050.pt, step_000000100.pt over it" in str(error.value)
+    # latest.pt is a hard link to step_000000100.pt, damaged with it: only the older file is offered
+    assert "copy one of step_000000050.pt (an older state) to latest.pt" in str(error.value)
     (run_dir / "config.yaml").unlink()
     with pytest.raises(ConfigError, match="config.yaml is missing"):
         train_in_process([*args, "resume=true", "trainer.total_steps=200"])
@@ -1175,3 +1176,25 @@ def test_a_run_too_short_to_update_says_so(tmp_path, capsys):
     assert "warning: trainer.total_steps=50 is below trainer.seed_steps=60" in capsys.readouterr().err
     train_in_process([*TINY, "trainer.total_steps=60", "trainer.eval_every=0", f"run_dir={tmp_path}/s"])
     assert "warning" not in capsys.readouterr().err
+
+
+def test_whole_number_floats_are_integers(tmp_path):
+    results = train_in_process([*TINY, "trainer.total_steps=1e2", "seed=2.0", f"run_dir={tmp_path / 'run'}"])
+    assert results["steps"] == 100 and results["seed"] == 2
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert saved.trainer.total_steps == 100 and isinstance(saved.seed, int)
+
+
+def test_runs_made_with_a_bare_task_name_before_full_names_are_found_on_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    short = [*TINY, "env.task=reach-v3", "trainer.total_steps=100", "trainer.checkpoint_every=50"]
+    train_in_process(short)
+    old = tmp_path / "runs" / "sac" / "reach-v3" / "seed1"  # where such a run went before
+    shutil.move(tmp_path / "runs" / "sac" / "metaworld" / "reach-v3" / "seed1", old)
+    config = old / "config.yaml"
+    config.write_text(config.read_text().replace("task: metaworld/reach-v3", "task: reach-v3"))
+    more = [*short, "resume=true", "trainer.total_steps=200"]
+    with pytest.raises(ConfigError, match=re.escape(f"resume it with run_dir={Path('runs/sac/reach-v3/seed1')}")):
+        train_in_process(more)
+    results = train_in_process([*more, f"run_dir={old}"])
+    assert results["steps"] == 200

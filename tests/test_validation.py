@@ -86,3 +86,13 @@ def test_idm_and_trainer_settings_name_their_config_group():
         IDMConfig(val_fraction=1.0)
     with pytest.raises(ValueError, match=re.escape("trainer.total_updates=0 (must be > 0)")):
         OfflineTrainerConfig(total_updates=0)
+
+
+def test_agent_configs_of_earlier_runs_with_whole_number_floats_still_build():
+    # IQL's actor_lr_schedule_steps interpolates trainer.total_updates, stored as 1000000.0 when given as 1e6
+    from embodied_rl.trainers.builders import make_agent
+
+    agent = make_agent({"name": "iql", "hidden_dims": [8.0], "actor_lr_schedule_steps": 1e6}, OBS, ACT, "cpu")
+    assert agent.actor_lr_schedule_steps == 1_000_000 and isinstance(agent.actor_lr_schedule_steps, int)
+    with pytest.raises(ValueError, match=re.escape("agent.actor_lr_schedule_steps=2.5 (must be an integer or None)")):
+        make_agent({"name": "iql", "actor_lr_schedule_steps": 2.5}, OBS, ACT, "cpu")

@@ -195,10 +195,12 @@ def load_trajectories(
 def check_same_task(dataset: minari.MinariDataset, env: gym.Env) -> None:
     """Raise a `DatasetError` when the dataset's stored env id differs from `env`'s: data of one task would
     train a policy evaluated on another (Meta-World tasks share their 39-d observations, so the shape check
-    cannot tell), scored with the other task's reference returns. Datasets without a stored env pass."""
-    data_id = dataset.env_spec.id if dataset.env_spec is not None else None
-    env_id = env.spec.id if getattr(env, "spec", None) is not None else None
-    if data_id is not None and env_id is not None and data_id != env_id:
+    cannot tell), scored with the other task's reference returns. Only envs of our namespace are compared
+    (`embodied_rl/metaworld-reach-v3`); datasets of other envs or without a stored env pass."""
+    data_id = dataset.env_spec.id if dataset.env_spec is not None else ""
+    env_id = env.spec.id if getattr(env, "spec", None) is not None else ""
+    ours = f"{NAMESPACE}/"
+    if data_id.startswith(ours) and env_id.startswith(ours) and data_id != env_id:
         raise DatasetError(
             f"dataset {dataset.id!r} was collected on {data_id!r}, not on {env_id!r}: train on the task the data "
             f"comes from (env.task=...) or pick a dataset of this task"

@@ -67,5 +67,5 @@ def make_agent(agent_cfg: Mapping[str, Any], observation_space, action_space, de
             f"agent?); its options are in configs/agent/{name}.yaml"
         )
     annotations = {key: parameter.annotation for key, parameter in accepted.items()}
-    check_types("agent settings", cfg, annotations, prefix="agent.")
+    cfg = check_types("agent settings", cfg, annotations, prefix="agent.")  # 1e6 (read as 1000000.0) -> 1000000
     return agent_class(observation_space, action_space, device=str(device), **cfg)

@@ -81,3 +81,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as err:  # a truncated or foreign file
         raise RuntimeError(f"could not read checkpoint {path}: {err}") from err
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step of a checkpoint file (its tensors are mapped, not read); errors as `load_checkpoint`, plus a
+    KeyError for a file that is no checkpoint of ours."""
+    return int(load_checkpoint(path, mmap=True)["step"])
+
+
+def other_checkpoints(path: str | Path) -> list[Path]:
+    """The `step_*.pt` files beside `path` that are not `path` itself: what is left when it is damaged
+    (`latest.pt` is a hard link to the newest step file, which is then damaged too)."""
+    path = Path(path)
+    others = []
+    for candidate in sorted(path.parent.glob("step_*.pt")):
+        try:
+            if not candidate.samefile(path):
+                others.append(candidate)
+        except FileNotFoundError:  # `path` itself is gone, or a file was pruned meanwhile
+            if candidate.exists():
+                others.append(candidate)
+    return others
