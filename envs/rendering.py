@@ -10,6 +10,7 @@ envs, and the first render raises one `RenderingBackendError` saying what to ins
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import platform
 import sys
@@ -70,8 +71,10 @@ def choose_backend() -> str | None:
 def configure_rendering_backend() -> str | None:
     """Set ``MUJOCO_GL`` to `choose_backend()` unless it is set (non-empty) or mujoco is already imported.
 
-    Returns the backend in use, None for MuJoCo's default.
+    Returns the backend in use, None for MuJoCo's default. Also quiets PyOpenGL's INFO line about its optional
+    accelerator module (under Hydra's logging it reads like an error in every run's output).
     """
+    logging.getLogger("OpenGL.acceleratesupport").setLevel(logging.WARNING)
     if os.environ.get("MUJOCO_GL") or "mujoco" in sys.modules:
         return os.environ.get("MUJOCO_GL") or None
     backend = choose_backend()

@@ -265,6 +265,7 @@ def _train(cfg: DictConfig) -> dict:
     from embodied_rl.envs.tasks import canonical_task
     from embodied_rl.logging import RunLogger
     from embodied_rl.trainers.builders import ConfigError, resolve_device, seed_everything
+    from embodied_rl.trainers.evaluation import describe_evaluation
 
     if cfg.trainer.kind not in ("online", "offline"):
         raise ConfigError(f"trainer.kind must be 'online' or 'offline', got {cfg.trainer.kind!r}")
@@ -295,7 +296,9 @@ def _train(cfg: DictConfig) -> dict:
         logger.close()
     results.update(task=cfg.env.task, agent=cfg.agent.name, seed=cfg.seed, device=str(device))
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    logger.summary(f"[done] {run_dir}: final {results['final']}")
+    final = results.get("final")
+    described = f"final at step {final['step']}: {describe_evaluation(final)}" if final else "no evaluation"
+    logger.summary(f"[done] {run_dir}: {described}")
     return results
 
 

@@ -108,12 +108,17 @@ def evaluate_and_log(
     if score is not None:
         scalars["normalized_score"] = score
     logger.log(scalars, step, prefix="eval")
-    extra = f" | score {score:.1f}" if score is not None else ""
-    logger.summary(
-        f"[eval] {unit} {step:>9d} | success {scalars['success_rate']:.2f} | "
-        f"return {scalars['return_mean']:.1f} ± {scalars['return_std']:.1f}{extra}"
-    )
+    logger.summary(f"[eval] {unit} {step:>9d} | {describe_evaluation(scalars)}")
     return {"step": step, **scalars}
+
+
+def describe_evaluation(evaluation: dict[str, Any]) -> str:
+    """`success 0.80 | return 4512.3 ± 80.1 | score 97.2` (the score when there is one): an evaluation in one line."""
+    score = evaluation.get("normalized_score")
+    return (
+        f"success {evaluation['success_rate']:.2f} | return {evaluation['return_mean']:.1f} ± "
+        f"{evaluation['return_std']:.1f}" + (f" | score {score:.1f}" if score is not None else "")
+    )
 
 
 def is_better(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
