@@ -8,7 +8,7 @@
     python scripts/benchmark.py --only sac_pixels --pixel-updates 20   # float32 vs mixed precision (bf16)
 
 Each figure is the median of --repeats timed runs after a warm-up (compilation happens in warm-up).
---devices takes cpu, cuda and cuda:N (a CUDA device torch does not see is an error); the folder of --out is
+--devices takes auto, cpu, cuda and cuda:N (a CUDA device torch does not see is an error); the folder of --out is
 created, and the file checked to be writable, before anything is measured.
 """
 
@@ -17,70 +17,34 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import statistics
-import tempfile
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
+
+from embodied_rl import cli
 
 STATE_TASKS = ["metaworld/drawer-open-v3", "mujoco/Hopper-v5"]
 VECTOR_ENVS = 4  # envs of the vectorised env benchmark: --env-steps are split among them
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def env_steps(text: str) -> int:
-    value = int(text)
-    if value < VECTOR_ENVS:
-        raise argparse.ArgumentTypeError(f"must be >= {VECTOR_ENVS} (split among {VECTOR_ENVS} envs), got {text}")
-    return value
-
-
 def parse_devices(text: str | None, parser: argparse.ArgumentParser) -> list[str]:
-    """--devices as a list (default: cpu, and cuda when torch sees a GPU); an unknown name or a CUDA device
-    torch does not see is a parser error."""
+    """--devices as a list (default: cpu, and cuda when torch sees a GPU); a device `resolve_device` refuses (an
+    unknown name, a CUDA device torch does not see) is a parser error."""
     import torch
+
+    from embodied_rl.trainers.builders import ConfigError, resolve_device
 
     if text is None:
         return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     devices = [d.strip() for d in text.split(",") if d.strip()]
     if not devices:
         parser.error(f"--devices {text!r} names no device")
-    for device in devices:
-        match = re.fullmatch(r"cpu|cuda(?::(\d+))?", device)
-        if match is None:
-            parser.error(f"--devices: unknown device {device!r}; use cpu, cuda or cuda:N")
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                parser.error(f"--devices {device}: cuda requested but no GPU is visible to torch")
-            if match[1] is not None and int(match[1]) >= torch.cuda.device_count():
-                parser.error(f"--devices {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 ...)")
-    return devices
-
-
-def check_out(path: str, parser: argparse.ArgumentParser) -> None:
-    """Create the folder of --out and check that the file can be written, before anything is measured."""
-    out = Path(path)
     try:
-        if out.is_dir():
-            raise IsADirectoryError(21, "is a directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            with out.open("r+b"):  # writable, and left as it is
-                pass
-        else:
-            with tempfile.TemporaryFile(dir=out.parent):
-                pass
-    except OSError as err:
-        parser.error(f"--out {path}: cannot write there: {err.strerror or err}")
+        return [str(resolve_device(device, option="--devices")) for device in devices]
+    except ConfigError as err:
+        parser.error(str(err))
 
 
 def timed(fn, repeats: int) -> float:
@@ -305,15 +269,17 @@ def benchmark_iql(args, device: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["env", "sac", "sac_pixels", "iql"], default=None)
-    parser.add_argument("--env-steps", type=env_steps, default=3000)
-    parser.add_argument("--updates", type=positive_int, default=200)
     parser.add_argument(
-        "--pixel-updates", type=positive_int, default=10, help="updates per repeat of the pixel benchmark"
+        "--env-steps", type=cli.number(int, f">= {VECTOR_ENVS}", f"split among {VECTOR_ENVS} envs"), default=3000
     )
-    parser.add_argument("--batch-size", type=positive_int, default=256)
-    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--updates", type=cli.number(int, ">= 1"), default=200)
     parser.add_argument(
-        "--devices", default=None, help="comma-separated cpu, cuda, cuda:N (default: cpu, and cuda if present)"
+        "--pixel-updates", type=cli.number(int, ">= 1"), default=10, help="updates per repeat of the pixel benchmark"
+    )
+    parser.add_argument("--batch-size", type=cli.number(int, ">= 1"), default=256)
+    parser.add_argument("--repeats", type=cli.number(int, ">= 1"), default=3)
+    parser.add_argument(
+        "--devices", default=None, help="comma-separated auto, cpu, cuda, cuda:N (default: cpu, and cuda if present)"
     )
     parser.add_argument("--out", default="benchmark.json")
     args = parser.parse_args(argv)
@@ -321,7 +287,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     devices = parse_devices(args.devices, parser)
-    check_out(args.out, parser)
+    try:
+        cli.writable(args.out)
+    except cli.NotWritable as err:
+        parser.error(f"--out {args.out}: cannot write there: {err}")
     rows: list[dict] = []
     if args.only in (None, "env"):
         rows += benchmark_envs(args)

@@ -19,31 +19,11 @@ import hashlib
 import json
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+from embodied_rl import cli
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,15 +36,19 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="evaluate Meta-World's scripted expert on TASK instead of a checkpoint",
     )
-    parser.add_argument("--episodes", type=positive_int, default=10)
-    parser.add_argument("--videos", type=non_negative_int, default=None, help="episodes to record (default: all)")
+    parser.add_argument("--episodes", type=cli.number(int, ">= 1"), default=10)
     parser.add_argument(
-        "--video-size", type=positive_int, default=256, help="frame size of videos of state-based agents"
+        "--videos", type=cli.number(int, ">= 0"), default=None, help="episodes to record (default: all)"
     )
     parser.add_argument(
-        "--fps", type=positive_float, default=None, help="video frame rate (default: the env's: real time)"
+        "--video-size", type=cli.number(int, ">= 1"), default=256, help="frame size of videos of state-based agents"
     )
-    parser.add_argument("--seed", type=non_negative_int, default=100_000, help="seed of the first evaluation episode")
+    parser.add_argument(
+        "--fps", type=cli.number(float, "> 0"), default=None, help="video frame rate (default: the env's: real time)"
+    )
+    parser.add_argument(
+        "--seed", type=cli.number(int, ">= 0"), default=100_000, help="seed of the first evaluation episode"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--out", type=Path, default=None, help="output directory (default: see above; overrides get their own)"
@@ -200,11 +184,9 @@ def prepare_out(out: Path) -> None:
     """Create `out` (and its parents) and check that a file can be written there: one error line, before any
     episode runs, instead of a traceback after all of them."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise SystemExit(f"error: cannot write the results to {out}: {err.strerror or err}") from err
+        cli.writable(out, directory=True)
+    except cli.NotWritable as err:
+        raise SystemExit(f"error: cannot write the results to {out}: {err}") from None
 
 
 def other_checkpoints(path: Path) -> str:

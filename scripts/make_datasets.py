@@ -19,45 +19,7 @@ import os
 import time
 from pathlib import Path
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def prepare_summary(path: str) -> None:
-    """Create the folder of the --summary file and check that the file can be written there, before any work."""
-    import tempfile
-
-    path = Path(path)
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            with path.open("r+b"):  # writable, and left as it is
-                pass
-        else:
-            with tempfile.TemporaryFile(dir=path.parent):
-                pass
-    except OSError as err:
-        raise SystemExit(f"[make_datasets] error: cannot write --summary {path}: {err.strerror or err}") from None
+from embodied_rl import cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,11 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     suites = parser.add_subparsers(dest="suite", required=True)
 
     def common(sub: argparse.ArgumentParser, tiers: tuple[str, ...]) -> None:
-        sub.add_argument("--episodes", type=positive_int, default=50, help="episodes per tier (default 50)")
+        sub.add_argument("--episodes", type=cli.number(int, ">= 1"), default=50, help="episodes per tier (default 50)")
         sub.add_argument("--tiers", default=",".join(tiers), help=f"comma-separated subset of {','.join(tiers)}")
-        sub.add_argument("--seed", type=non_negative_int, default=0, help="episode i is reset with seed + i")
+        sub.add_argument("--seed", type=cli.number(int, ">= 0"), default=0, help="episode i is reset with seed + i")
         sub.add_argument(
-            "--reference-episodes", type=positive_int, default=10, help="rollouts for the reference returns"
+            "--reference-episodes", type=cli.number(int, ">= 1"), default=10, help="rollouts for the reference returns"
         )
         sub.add_argument(
             "--root", default=None, help="datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)"
@@ -82,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     metaworld = suites.add_parser("metaworld", help="scripted-policy tiers of Meta-World tasks")
     metaworld.add_argument("--tasks", default=",".join(METAWORLD_TASKS), help="comma-separated Meta-World tasks")
-    metaworld.add_argument("--time-limit", type=positive_int, default=None, help="steps per episode (default 500)")
+    metaworld.add_argument(
+        "--time-limit", type=cli.number(int, ">= 1"), default=None, help="steps per episode (default 500)"
+    )
     metaworld.add_argument(
         "--medium-noise",
         default=None,
@@ -96,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mujoco.add_argument("--task", default=None, help="checked against the run's task, e.g. Hopper-v5")
     mujoco.add_argument(
         "--medium-fraction",
-        type=fraction,
+        type=cli.number(float, "(0, 1]"),
         default=1 / 3,
         help="medium: first checkpoint reaching this fraction of the expert return (default 1/3)",
     )
@@ -114,7 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="checkpoint returns from metrics.csv (default) or by evaluating each checkpoint",
     )
     mujoco.add_argument(
-        "--eval-episodes", type=positive_int, default=5, help="episodes per checkpoint with --select evaluate"
+        "--eval-episodes",
+        type=cli.number(int, ">= 1"),
+        default=5,
+        help="episodes per checkpoint with --select evaluate",
     )
     mujoco.add_argument("--device", default="cpu", help="where the checkpoints' agents act (default cpu)")
     common(mujoco, SAC_RUN_TIERS)
@@ -167,8 +134,11 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    if args.summary:
-        prepare_summary(args.summary)
+    if args.summary:  # its folder is created, and the file checked to be writable, before any work
+        try:
+            cli.writable(args.summary)
+        except cli.NotWritable as err:
+            raise SystemExit(f"[make_datasets] error: cannot write --summary {args.summary}: {err}") from None
     if args.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(args.root)
     from embodied_rl.data import DatasetError

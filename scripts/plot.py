@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import io
 import sys
 from collections import defaultdict
@@ -26,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+Table = tuple[list[str], list[tuple[int, list[str]]]]  # a metrics.csv's header and (line number, fields) rows
 
-@functools.cache
-def read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header and the (line number, fields) rows of a metrics.csv, read once."""
+
+def read_csv(csv_path: Path) -> Table:
+    """The header and the (line number, fields) rows of a metrics.csv (main reads each file once)."""
     try:
         text = csv_path.read_bytes().decode("utf-8")
         records = list(csv.reader(io.StringIO(text, newline="")))
@@ -55,8 +55,9 @@ def read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return header, rows
 
 
-def read_metric(csv_path: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    header, rows = read_csv(csv_path)
+def read_metric(csv_path: Path, metric: str, tables: dict[Path, Table] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The steps and values of `metric` in a metrics.csv (from `tables` when it holds the file, as read_csv read it)."""
+    header, rows = tables[csv_path] if tables and csv_path in tables else read_csv(csv_path)
     if metric not in header:
         return np.array([]), np.array([])
     step_at, metric_at = header.index("step"), header.index(metric)
@@ -92,16 +93,11 @@ def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
     return groups
 
 
-def columns(csv_paths: list[Path]) -> set[str]:
-    """Every column header in the given metrics.csv files."""
-    return {name for csv_path in csv_paths for name in read_csv(csv_path)[0]}
-
-
-def curve(csv_paths: list[Path], metric: str, points: int = 100):
+def curve(csv_paths: list[Path], metric: str, points: int = 100, tables: dict[Path, Table] | None = None):
     """Every seed on the steps they all cover: the seeds' own steps there (interpolated where they differ), or
     `points` evenly spaced steps when there are more; returns steps, mean, std and the seed count, or None when
-    no seed has the metric or the seeds share no step."""
-    series = [read_metric(p, metric) for p in csv_paths]
+    no seed has the metric or the seeds share no step. `tables`: the files as read_csv read them."""
+    series = [read_metric(p, metric, tables) for p in csv_paths]
     series = [(s, v) for s, v in series if len(s) > 0]
     if not series:
         return None
@@ -120,10 +116,10 @@ def _step(step: float) -> str:
     return str(int(step)) if float(step).is_integer() else f"{step:g}"
 
 
-def range_notes(label: str, csv_paths: list[Path], metric: str) -> list[str]:
+def range_notes(label: str, csv_paths: list[Path], metric: str, tables: dict[Path, Table] | None = None) -> list[str]:
     """Why `curve` draws less than the group's runs hold: the runs without the metric, and those that stop
     first or start last (the curve covers only the steps every run has reached)."""
-    series = {str(p.parent): read_metric(p, metric)[0] for p in csv_paths}
+    series = {str(p.parent): read_metric(p, metric, tables)[0] for p in csv_paths}
     have = {run: s for run, s in series.items() if len(s) > 0}
     if not have:
         return [f"note: no run of {label} has {metric} yet; no curve"]
@@ -180,11 +176,11 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
-    read_csv.cache_clear()  # files read by an earlier call (in the same process) may have grown
     out = output_path(args.out, parser)
     metrics = args.metric or ["eval/success_rate", "eval/return_mean"]
     groups = group_runs(args.runs)
-    available = columns([p for paths in groups.values() for p in paths])
+    tables = {p: read_csv(p) for paths in groups.values() for p in paths}  # each file read once, in this call
+    available = {name for header, _ in tables.values() for name in header}
     missing = [m for m in metrics if m not in available]
     if missing:
         raise SystemExit(
@@ -200,9 +196,9 @@ def main(argv: list[str] | None = None) -> Path:
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for label, csv_paths in groups.items():
-            for note in range_notes(label, csv_paths, metric):
+            for note in range_notes(label, csv_paths, metric, tables):
                 print(note, file=sys.stderr)
-            result = curve(csv_paths, metric)
+            result = curve(csv_paths, metric, tables=tables)
             if result is None:
                 continue
             steps, mean, std, n = result

@@ -154,12 +154,20 @@ def test_make_datasets_rejects_counts_and_seeds_out_of_range(args, message, caps
 
 
 def test_recipes_refuse_zero_reference_episodes(minari_root, tiny_run):  # noqa: F811
-    with pytest.raises(RecipeError, match="reference episodes must be >= 1"):
+    with pytest.raises(RecipeError, match=r"reference_episodes=0 \(must be >= 1\)"):
         metaworld_tiers("drawer-open-v3", 1, ["random"], reference_episodes=0, progress=False)
-    with pytest.raises(RecipeError, match="reference episodes must be >= 1"):
+    with pytest.raises(RecipeError, match=r"reference_episodes=0 \(must be >= 1\)"):
         sac_run_tiers(tiny_run, 1, ["random"], reference_episodes=0, progress=False)
-    with pytest.raises(RecipeError, match="seed must be >= 0"):
+    with pytest.raises(RecipeError, match=r"seed=-1 \(must be >= 0\)"):
         metaworld_tiers("drawer-open-v3", 1, ["random"], seed=-1, progress=False)
+    with pytest.raises(RecipeError) as exc:  # every bad setting at once
+        metaworld_tiers("drawer-open-v3", 0, ["random"], seed=-1, time_limit=0, medium=(-1, 2), progress=False)
+    assert str(exc.value) == (
+        "invalid recipe settings: episodes=0 (must be >= 1), seed=-1 (must be >= 0), time_limit=0 (must be None or "
+        ">= 1), medium_noise_std=-1 (must be >= 0), medium_epsilon=2 (must be in [0, 1])"
+    )
+    with pytest.raises(RecipeError, match=r"medium_fraction=0 \(must be in \(0, 1\]\)"):
+        sac_run_tiers(tiny_run, 1, ["random"], medium_fraction=0, progress=False)
     assert not any(minari_root.rglob("*"))  # nothing built
 
 
@@ -213,9 +221,11 @@ def no_gpu(monkeypatch):
         (["--pixel-updates", "0"], "--pixel-updates: must be >= 1, got 0"),
         (["--env-steps", "0"], "--env-steps: must be >= 4 (split among 4 envs), got 0"),
         (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
-        (["--devices", "gpu"], "--devices: unknown device 'gpu'; use cpu, cuda or cuda:N"),
-        (["--devices", "cpu,cuda:0"], "--devices cuda:0: cuda requested but no GPU is visible"),
-        (["--devices", "cuda"], "--devices cuda: cuda requested but no GPU is visible"),
+        (["--devices", "gpu"], "--devices must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        (["--devices", "cpu,mps"], "--devices must be auto, cpu, cuda or cuda:N, got 'mps'"),
+        (["--devices", "cpu,cuda:0"], "--devices=cuda:0 requested but CUDA is not available"),
+        (["--devices", "cuda"], "--devices=cuda requested but CUDA is not available"),
+        (["--env-steps", "x"], "--env-steps: invalid int value: 'x'"),
     ],
 )
 def test_benchmark_rejects_bad_settings_before_measuring(args, message, no_gpu, capsys):
@@ -230,7 +240,7 @@ def test_benchmark_rejects_a_cuda_index_torch_does_not_see(monkeypatch, capsys):
     benchmark = load_script("benchmark")
     with pytest.raises(SystemExit):
         benchmark.parse_devices("cuda:1", __import__("argparse").ArgumentParser())
-    assert "torch sees 1 GPU(s)" in capsys.readouterr().err
+    assert "--devices=cuda:1 requested but torch sees 1 GPU(s)" in capsys.readouterr().err
     assert benchmark.parse_devices("cpu,cuda:0", None) == ["cpu", "cuda:0"]
 
 

@@ -171,6 +171,36 @@ def test_evaluate_rejects_counts_and_a_frame_rate_out_of_range(tmp_path, capsys)
         assert exc.value.code == 2 and f"{option}: {message}, got {value}" in capsys.readouterr().err
 
 
+def test_cli_number_states_its_range_and_writable_names_the_reason(tmp_path):
+    import argparse
+
+    from embodied_rl import cli
+
+    fraction, count = cli.number(float, "(0, 1]"), cli.number(int, ">= 4", "split among 4 envs")
+    assert fraction("1") == 1.0 and count("4") == 4 and fraction.__name__ == "float"
+    for parse, text, message in [
+        (fraction, "0", "must be in (0, 1], got 0"),
+        (fraction, "nan", "must be in (0, 1], got nan"),
+        (count, "3", "must be >= 4 (split among 4 envs), got 3"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+            parse(text)
+    with pytest.raises(ValueError):  # argparse: "invalid int value: '2.5'"
+        count("2.5")
+    with pytest.raises(ValueError, match="unknown range"):
+        cli.number(int, "=> 1")
+    assert cli.writable(tmp_path / "a" / "f.json") == tmp_path / "a" / "f.json" and (tmp_path / "a").is_dir()
+    assert not (tmp_path / "a" / "f.json").exists()  # checked, not created
+    cli.writable(tmp_path / "b" / "c", directory=True)
+    assert (tmp_path / "b" / "c").is_dir()
+    (tmp_path / "a" / "f.json").write_text("")
+    with pytest.raises(cli.NotWritable, match="^is a directory$"):
+        cli.writable(tmp_path / "a")
+    for path, directory in ((tmp_path / "a" / "f.json" / "x", False), (tmp_path / "a" / "f.json" / "d", True)):
+        with pytest.raises(cli.NotWritable, match="(?i)not a directory|file exists"):  # below a file
+            cli.writable(path, directory=directory)
+
+
 def test_evaluate_explains_an_env_the_checkpoint_does_not_fit(tiny_run, tmp_path, capsys):
     args = [str(tiny_run), "--episodes", "1", "--videos", "0", "--device", "cpu", "--out", str(tmp_path)]
     with pytest.raises(SystemExit) as exc:

@@ -44,6 +44,7 @@ from embodied_rl.data.collection import REFERENCE_SEED_OFFSET, reference_returns
 from embodied_rl.data.policies import NoisyPolicy, Policy, RandomPolicy, load_checkpoint_policy, scripted_expert
 from embodied_rl.data.replay import chronological_rows
 from embodied_rl.data.trajectory import Trajectory
+from embodied_rl.validation import check_ranges
 
 METAWORLD_TIERS = ("expert", "medium", "random", "mixed")
 SAC_RUN_TIERS = ("random", "medium", "medium-replay", "expert")
@@ -236,14 +237,14 @@ def _request(
     return request
 
 
-def _check_counts(episodes: int, reference_episodes: int, seed: int) -> None:
-    """Episode counts of at least one (no reference return is the mean of zero episodes) and a seed >= 0."""
-    if episodes < 1:
-        raise RecipeError(f"episodes must be >= 1, got {episodes}")
-    if reference_episodes < 1:
-        raise RecipeError(f"reference episodes must be >= 1 (the returns are their mean), got {reference_episodes}")
-    if seed < 0:
-        raise RecipeError(f"seed must be >= 0, got {seed}")
+def _check_ranges(**values: tuple[Any, str]) -> None:
+    """One RecipeError naming every setting out of its range (`name=(value, range)`, ranges as in
+    `embodied_rl.validation.in_range`), e.g. episode counts of at least one (a reference return is no mean of
+    zero episodes) and a seed >= 0."""
+    try:
+        check_ranges("recipe settings", {k: v for k, (v, _) in values.items()}, {k: r for k, (_, r) in values.items()})
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
 
 
 def _check_tiers(tiers: Sequence[str], known: Sequence[str]) -> None:
@@ -278,13 +279,16 @@ def metaworld_tiers(
         raise RecipeError(str(err)) from None
     if suite != METAWORLD:
         raise RecipeError(f"{task!r} is not a Meta-World task; locomotion tiers come from a SAC run (sac_run_tiers)")
-    _check_counts(episodes, reference_episodes, seed)
-    if time_limit is not None and time_limit < 1:
-        raise RecipeError(f"time_limit must be >= 1, got {time_limit}")
-    _check_tiers(tiers, METAWORLD_TIERS)
     medium_noise, medium_eps = medium or MEDIUM_NOISE.get(name, DEFAULT_MEDIUM_NOISE)
-    if not (medium_noise >= 0 and 0 <= medium_eps <= 1):
-        raise RecipeError(f"medium noise needs std >= 0 and 0 <= epsilon <= 1, got {medium_noise}, {medium_eps}")
+    _check_ranges(
+        episodes=(episodes, ">= 1"),
+        reference_episodes=(reference_episodes, ">= 1"),
+        seed=(seed, ">= 0"),
+        time_limit=(time_limit, "None or >= 1"),
+        medium_noise_std=(medium_noise, ">= 0"),
+        medium_epsilon=(medium_eps, "[0, 1]"),
+    )
+    _check_tiers(tiers, METAWORLD_TIERS)
     task = f"{suite}/{name}"
     env_cfg = asdict(to_env_config(task=task, obs_mode="state", time_limit=time_limit, seed=seed))
     requests = {tier: _request(seed, episodes, reference_episodes, env_cfg) for tier in tiers}
@@ -408,26 +412,6 @@ def pick_medium_step(scores: dict[int, float], fraction: float = 1 / 3, expert_s
     return reached[0] if reached else min(earlier, key=lambda step: abs(scores[step] - target))
 
 
-def _no_medium(run_dir: str | Path, expert: int, checkpoints: dict[int, Path], scores: dict[int, float]) -> None:
-    """Refuse a run without a checkpoint (with an evaluation return) before the expert one: its medium tier
-    would be the expert checkpoint again."""
-    steps = sorted(checkpoints)
-    if any(step < expert for step in checkpoints):  # kept, but metrics.csv has no evaluation at their steps
-        raise RecipeError(
-            f"metrics.csv of {run_dir} has no eval/return_mean at a checkpoint before the expert step {expert} "
-            f"(checkpoints at steps {steps}, returns at {sorted(scores)}), so the medium tier would be the expert "
-            "checkpoint again; use --select evaluate to evaluate the checkpoints or --medium-step to pick one, or "
-            "train the run with trainer.keep_checkpoints=0 (keeps every checkpoint) and trainer.eval_every equal to "
-            "trainer.checkpoint_every (recipe: README and docs/datasets.md)"
-        )
-    raise RecipeError(
-        f"{run_dir} has no checkpoint before the expert step {expert} (checkpoints at steps {steps}), so the "
-        "medium tier would be the expert checkpoint again: train the run with trainer.keep_checkpoints=0 (keeps "
-        "every checkpoint; the default keeps only the newest 2), or leave the medium tiers out with "
-        "--tiers random,expert (recipe: README and docs/datasets.md)"
-    )
-
-
 def episodes_from_replay(
     state: dict[str, Any], num_envs: int = 1, total_added: int | None = None, obs_dtype: Any = np.float32
 ) -> list[Trajectory]:
@@ -501,9 +485,13 @@ def sac_run_tiers(
     from embodied_rl.trainers.checkpoint import load_checkpoint
 
     _check_tiers(tiers, SAC_RUN_TIERS)
-    _check_counts(episodes, reference_episodes, seed)
-    if select == "evaluate" and eval_episodes < 1:
-        raise RecipeError(f"eval_episodes must be >= 1, got {eval_episodes}")
+    _check_ranges(
+        episodes=(episodes, ">= 1"),
+        reference_episodes=(reference_episodes, ">= 1"),
+        seed=(seed, ">= 0"),
+        medium_fraction=(medium_fraction, "(0, 1]"),
+        **({"eval_episodes": (eval_episodes, ">= 1")} if select == "evaluate" else {}),
+    )
     checkpoints = run_checkpoints(run_dir)
     run_cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     run_task = str(run_cfg.env.task)
@@ -527,7 +515,12 @@ def sac_run_tiers(
     if wants_medium and medium_step == expert:
         raise RecipeError(f"medium step {medium_step} is the expert step: the medium tier would be the expert's")
     if wants_medium and medium_step is None and not any(step < expert for step in checkpoints):
-        _no_medium(run_dir, expert, checkpoints, {})
+        raise RecipeError(
+            f"{run_dir} has no checkpoint before the expert step {expert} (checkpoints at steps "
+            f"{sorted(checkpoints)}), so the medium tier would be the expert checkpoint again: train the run with "
+            "trainer.keep_checkpoints=0 (keeps every checkpoint; the default keeps only the newest 2), or leave the "
+            "medium tiers out with --tiers random,expert (recipe: README and docs/datasets.md)"
+        )
     requests = {}
     for tier in tiers:  # every tier's reference returns come from the expert checkpoint of this run
         run: dict[str, Any] = {"run_dir": str(Path(run_dir).resolve()), "expert_step": expert}
@@ -554,7 +547,14 @@ def sac_run_tiers(
                     "use --select evaluate to evaluate the checkpoints instead"
                 )
             if not any(step < expert for step in scores):  # pick_medium_step would return the expert step
-                _no_medium(run_dir, expert, checkpoints, scores)
+                raise RecipeError(  # there are checkpoints before the expert's (checked above), not evaluated
+                    f"metrics.csv of {run_dir} has no eval/return_mean at a checkpoint before the expert step {expert} "
+                    f"(checkpoints at steps {sorted(checkpoints)}, returns at {sorted(scores)}), so the medium tier "
+                    "would be the expert checkpoint again; use --select evaluate to evaluate the checkpoints or "
+                    "--medium-step to pick one, or train the run with trainer.keep_checkpoints=0 (keeps every "
+                    "checkpoint) and trainer.eval_every equal to trainer.checkpoint_every (recipe: README and "
+                    "docs/datasets.md)"
+                )
             medium_step = pick_medium_step(scores, medium_fraction, expert)
         choice.update(
             final_step=final,

@@ -30,16 +30,22 @@ class ConfigError(ValueError):
     """A run's config cannot work: a bad option, a missing GPU, a resume with a changed config."""
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` picks CUDA when available; an explicit CUDA request without a GPU is an error."""
+def resolve_device(device: str = "auto", option: str = "device") -> torch.device:
+    """`auto` picks CUDA when available; anything but auto, cpu, cuda and cuda:N, a CUDA request without a GPU and
+    a cuda:N torch does not see are errors, naming `option` (the setting or flag that gave `device`)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from err
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{option} must be auto, cpu, cuda or cuda:N, got {device!r}")
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={device} requested but CUDA is not available (use device=auto or cpu)")
+        raise ConfigError(f"{option}={device} requested but CUDA is not available (use {option}=auto or cpu)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ConfigError(f"{option}={device} requested but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1})")
     return resolved
 
 

@@ -1,0 +1,59 @@
+"""Helpers shared by the scripts in scripts/: argparse value types with a range, and output paths checked to be
+writable before any work (so that a bad value or an unwritable folder is one error line, not a traceback after
+the run)."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from embodied_rl.validation import in_range
+
+
+def number(kind: type[int] | type[float] = int, spec: str = ">= 1", why: str = "") -> Callable[[str], int | float]:
+    """An argparse `type=` reading a `kind` (int or float) in the range `spec` (`"> 0"`, `">= 1"`, `"(0, 1]"`; see
+    `embodied_rl.validation.in_range`): `--episodes 0` is `argument --episodes: must be >= 1, got 0`, with `why`
+    in parentheses after the range when given; text that is not a `kind` is argparse's `invalid int value: 'x'`."""
+    phrase = spec if spec.startswith(">") else f"in {spec}"
+    if why:
+        phrase += f" ({why})"
+
+    def parse(text: str) -> int | float:
+        value = kind(text)  # a ValueError: argparse names the function, hence its __name__ below
+        if not in_range(value, spec):
+            raise argparse.ArgumentTypeError(f"must be {phrase}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    in_range(0, spec)  # an unknown spec fails here, when the parser is built
+    return parse
+
+
+class NotWritable(Exception):
+    """An output path that cannot be written; the message is the reason (`Permission denied`, ...)."""
+
+
+def writable(path: str | Path, *, directory: bool = False) -> Path:
+    """Check that the output file `path` (or, with `directory`, files inside the folder `path`) can be written,
+    creating the missing folders; a `NotWritable` naming the reason otherwise. An existing file is left as it is."""
+    path = Path(path)
+    try:
+        if directory:
+            folder = path
+        elif path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        else:
+            folder = path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if not directory and path.exists():
+            with path.open("r+b"):  # writable, and left as it is
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+    except OSError as err:
+        raise NotWritable(err.strerror or str(err)) from None
+    return path
