@@ -490,8 +490,6 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool
         data = transitions_from_trajectories(trajectories, device=device)
         with config_errors():
             agent = make_agent(agent_cfg, env.observation_space, env.action_space, device)
-        if hasattr(agent, "fit_normalizer"):
-            agent.fit_normalizer(data.obs)
         data = scale_rewards(data, trajectories, cfg)
         metadata = open_dataset(dataset_id).storage.metadata
         trainer = OfflineTrainer(

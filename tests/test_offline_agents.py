@@ -636,7 +636,7 @@ def test_cudagraphs_off_cuda_warns_and_falls_back(name):
     if torch.cuda.is_available():
         pytest.skip("only meaningful without CUDA")
     with pytest.warns(UserWarning, match="cudagraphs=True needs a CUDA device"):
-        agent = make(name, cudagraphs=True)
+        agent = fitted(make(name, cudagraphs=True))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         metrics = agent.update(make_batch())

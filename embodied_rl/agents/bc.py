@@ -115,7 +115,7 @@ class BC(OfflineAgentBase):
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         """One gradient step on a batch already on the agent's device; detached scalar tensors, no host sync."""
-        fields = batch_fields(batch, ("obs", "action"))
+        fields = batch_fields(batch, ("obs", "action"), self.action_dim, self.device)
         metrics = self._step(fields["obs"], fields["action"])
         self.num_updates += 1
         return metrics

@@ -25,11 +25,44 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def batch_fields(batch: Any, keys: Iterable[str] = BATCH_KEYS) -> dict[str, Any]:
-    """The named fields of a batch given as a dict or as an object with attributes (e.g. `Transitions`)."""
-    if isinstance(batch, Mapping):
-        return {key: batch[key] for key in keys}
-    return {key: getattr(batch, key) for key in keys}
+def batch_fields(
+    batch: Any, keys: Iterable[str] = BATCH_KEYS, action_dim: int | None = None, device: torch.device | None = None
+) -> dict[str, Any]:
+    """The named fields of a batch given as a dict or as an object with attributes (e.g. `Transitions`),
+    checked so that a mistake is one clear error instead of a silent broadcast or a failure deep in torch:
+    every field a tensor (pixels uint8, the rest float32 or, for `terminated`, bool), on `device`'s kind, with
+    one leading batch size B; `action` (B, action_dim); `reward` / `terminated` B values ((B,) or (B, 1)).
+    Shapes and dtypes only: no host synchronisation."""
+    keys = tuple(keys)
+    missing = [key for key in keys if (key not in batch if isinstance(batch, Mapping) else not hasattr(batch, key))]
+    if missing:
+        raise KeyError(f"the batch has no {', '.join(missing)} (it needs {', '.join(keys)})")
+    fields = {key: batch[key] if isinstance(batch, Mapping) else getattr(batch, key) for key in keys}
+    tensors = {
+        f"{key}.{part}" if isinstance(value, Mapping) else key: item
+        for key, value in fields.items()
+        for part, item in (value.items() if isinstance(value, Mapping) else [(None, value)])
+    }
+    size = None
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"batch[{name!r}] is a {type(tensor).__name__}; update() takes torch tensors")
+        if device is not None and tensor.device.type != device.type:
+            raise ValueError(f"batch[{name!r}] is on {tensor.device}, the agent on {device}")
+        allowed = (torch.float32, torch.uint8) if name.startswith(("obs", "next_obs")) else (torch.float32,)
+        if name == "terminated":
+            allowed = (torch.float32, torch.bool)
+        if tensor.dtype not in allowed:
+            raise TypeError(f"batch[{name!r}] is {tensor.dtype}; use {' or '.join(map(str, allowed))}")
+        rows = tensor.shape[0] if tensor.dim() else 1
+        size = rows if size is None else size
+        if rows != size or (name in ("reward", "terminated") and tensor.numel() != size):
+            shapes = {key: tuple(value.shape) for key, value in tensors.items()}
+            raise ValueError(f"batch fields of different batch sizes (one value per transition): {shapes}")
+    if action_dim is not None and "action" in tensors and tuple(tensors["action"].shape[1:]) != (action_dim,):
+        shape = tuple(tensors["action"].shape)
+        raise ValueError(f"batch['action'] has shape {shape}, not (B, {action_dim})")
+    return fields
 
 
 def observation_to_tensor(
@@ -40,18 +73,36 @@ def observation_to_tensor(
     uint8 stays uint8 (pixels are scaled inside the encoder), everything else becomes float32.
     """
     if isinstance(observation_space, gym.spaces.Dict):
+        if not isinstance(obs, Mapping) or set(obs) != set(observation_space.spaces):
+            keys = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            raise ValueError(f"observation {keys} for a Dict space of {sorted(observation_space.spaces)}")
         batched = np.ndim(obs["pixels"]) == len(observation_space["pixels"].shape) + 1
-        tensors = {key: _array_to_tensor(value, batched, device) for key, value in obs.items()}
+        tensors = {key: _array_to_tensor(obs[key], batched, observation_space[key], device) for key in obs}
         return tensors, batched
     batched = np.ndim(obs) == len(observation_space.shape) + 1
-    return _array_to_tensor(obs, batched, device), batched
+    return _array_to_tensor(obs, batched, observation_space, device), batched
 
 
-def _array_to_tensor(array: np.ndarray, batched: bool, device: torch.device) -> torch.Tensor:
+def _array_to_tensor(array: np.ndarray, batched: bool, space: gym.Space, device: torch.device) -> torch.Tensor:
     array = np.asarray(array)
+    if tuple(array.shape[int(batched) :]) != tuple(space.shape) or array.ndim != len(space.shape) + int(batched):
+        raise ValueError(f"observation of shape {array.shape} for a space of shape {space.shape} (or (B, *shape))")
+    if space.dtype == np.uint8 and array.dtype != np.uint8:  # pixels are scaled by 1/255 in the encoder
+        raise TypeError(f"pixel observations must be uint8 like the space's, got {array.dtype}")
     dtype = torch.uint8 if array.dtype == np.uint8 else torch.float32
     tensor = torch.as_tensor(array, dtype=dtype, device=device)
     return tensor if batched else tensor.unsqueeze(0)
+
+
+def check_state_keys(agent: Any, state: Mapping[str, Any]) -> None:
+    """Refuse, before anything is loaded, a `state_dict` of another kind of agent (its parts differ from
+    `agent.state_dict()`'s), which would otherwise load halfway and then fail on a missing key."""
+    expected, given = set(agent.state_dict()), set(state)
+    if given != expected:
+        raise ValueError(
+            f"a state_dict for {type(agent).__name__} needs {sorted(expected)}; this one has {sorted(given)} "
+            f"(missing {sorted(expected - given)}, unexpected {sorted(given - expected)}): another agent's?"
+        )
 
 
 def make_adam(params: Iterable[torch.Tensor], lr: float, capturable: bool = False) -> torch.optim.Adam:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import batch_fields, load_optimizer_state, observation_to_tensor, resolve_device
+from embodied_rl.agents.common import (
+    batch_fields,
+    check_state_keys,
+    load_optimizer_state,
+    observation_to_tensor,
+    resolve_device,
+)
 from embodied_rl.data.normalization import ObservationNormalizer
 from embodied_rl.nn import mlp
 from embodied_rl.nn.mlp import Activation
@@ -111,6 +118,7 @@ class OfflineAgentBase:
         self.compile, self.compile_mode, self.cudagraphs = compile, compile_mode, cudagraphs
         self.device = resolve_device(device)
         self.num_updates = 0
+        self.normalizer_fitted = False  # statistics set by fit_normalizer or a loaded state_dict
         self._build()
 
     def _build(self) -> None:
@@ -146,6 +154,7 @@ class OfflineAgentBase:
         `normalize_obs=False`. Call once before training; `update` and `act` take raw observations."""
         if self.normalize_obs:
             self.normalizer.fit(obs)
+        self.normalizer_fitted = True
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         obs = obs.float()
@@ -157,7 +166,14 @@ class OfflineAgentBase:
 
     def _fields(self, batch: Any) -> dict[str, torch.Tensor]:
         """The batch's fields with reward and terminated as (B,), never (B, 1)."""
-        fields = batch_fields(batch)
+        fields = batch_fields(batch, action_dim=self.action_dim, device=self.device)
+        if self.normalize_obs and not self.normalizer_fitted:
+            warnings.warn(
+                f"{self.name} trains with normalize_obs=True but fit_normalizer(dataset_obs) was never called: its "
+                "observations are not normalised (OfflineTrainer and scripts/train.py call it)",
+                stacklevel=3,
+            )
+            self.normalizer_fitted = True  # warned once
         fields["reward"] = fields["reward"].reshape(-1)
         fields["terminated"] = fields["terminated"].reshape(-1).float()
         return fields
@@ -173,7 +189,8 @@ class OfflineAgentBase:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        """Networks (and target networks), the normaliser's statistics, optimisers and the update counter."""
+        """Networks (and target networks), the normaliser's statistics, optimisers and the update counter. Like
+        `nn.Module.state_dict`, the tensors are the live ones: `copy.deepcopy` it to keep a snapshot."""
         state: dict[str, Any] = {name: module.state_dict() for name, module in self._modules().items()}
         state["normalizer"] = self.normalizer.state_dict()
         state.update({name: opt.state_dict() for name, opt in self._optimizers().items()})
@@ -182,6 +199,7 @@ class OfflineAgentBase:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`, from any device. The state is copied, never shared with the caller."""
+        check_state_keys(self, state)
         state = copy.deepcopy(state)
         for name, module in self._modules().items():
             module.load_state_dict(state[name])
@@ -189,6 +207,7 @@ class OfflineAgentBase:
         for name, optimizer in self._optimizers().items():
             load_optimizer_state(optimizer, state[name])
         self.num_updates = int(state["num_updates"])
+        self.normalizer_fitted = True
         self._setup_steps()
 
     def to(self, device: str | torch.device):

@@ -70,6 +70,7 @@ from torch import nn
 
 from embodied_rl.agents.common import (
     batch_fields,
+    check_state_keys,
     detached_parameters,
     load_optimizer_state,
     make_adam,
@@ -427,7 +428,7 @@ class SAC:
         Returns detached scalar tensors: critic_loss, q_mean, target_q_mean, and from the latest actor step
         actor_loss, entropy, alpha, alpha_loss (plus grad norms when clipping). No host synchronisation.
         """
-        fields = batch_fields(batch)
+        fields = batch_fields(batch, action_dim=self.action_dim, device=self.device)
         reward, terminated = (
             fields["reward"].reshape(-1),
             fields["terminated"].reshape(-1).to(fields["reward"].dtype),
@@ -463,13 +464,14 @@ class SAC:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        """Networks, target networks, optimisers, log_alpha and the update counter."""
+        """Networks, target networks, optimisers, log_alpha and the update counter. Like `nn.Module.state_dict`,
+        the tensors are the live ones: `copy.deepcopy` it to keep a snapshot."""
         return {
             "encoder": self.encoder.state_dict(),
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
+            "log_alpha": self.log_alpha.detach(),
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
@@ -478,6 +480,7 @@ class SAC:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict()`, from any device. The state is copied, never shared with the caller."""
+        check_state_keys(self, state)
         state = copy.deepcopy(state)
         self.encoder.load_state_dict(state["encoder"])
         self.actor.load_state_dict(state["actor"])

@@ -34,6 +34,8 @@ class ObservationNormalizer(nn.Module):
             raise DatasetError(
                 f"observations of shape {tuple(obs.shape[1:])} for a normalizer of {tuple(self.mean.shape)}"
             )
+        if not torch.isfinite(obs).all():
+            raise DatasetError("observations hold NaN or inf values: the normalisation statistics would be NaN")
         std = obs.std(dim=0, unbiased=False)
         std = torch.where(std < self.min_std, torch.ones_like(std), std)
         self.mean.copy_(obs.mean(dim=0))

@@ -226,6 +226,7 @@ class ReplayBuffer:
             raise ValueError(f"replay fields {sorted(batch)} do not match the buffer's {sorted(storages)}")
         tensors = {}
         for name, storage in storages.items():
+            _check_field(name, batch[name], storage)
             value = torch.as_tensor(batch[name], dtype=storage.dtype).to(self.device)
             tensors[name] = value.reshape(-1, *storage.shape[1:])  # one transition -> a batch of 1
         rows = {name: value.shape[0] for name, value in tensors.items()}
@@ -286,6 +287,18 @@ class ReplayBuffer:
             storage[: len(order)] = stored[name][order].to(self.device, storage.dtype)
         self.size = len(order)
         self.ptr = self.size % self.capacity
+
+
+def _check_field(name: str, value: Any, storage: torch.Tensor) -> None:
+    """One transition (the storage's row shape) or N of them (N, *row shape): anything else would be silently
+    reshaped into rows (an image laid out (C, H, W) for an (H, W, C) buffer, a vector env's (S, N)); pixels
+    must come as uint8, since a float image would be cast, not scaled."""
+    shape, row = tuple(getattr(value, "shape", np.shape(value))), tuple(storage.shape[1:])
+    if shape != row and shape[1:] != row and not (row == () and shape[1:] == (1,)):  # (N, 1) rewards are fine
+        raise ValueError(f"replay field {name!r} of shape {shape}: the buffer takes {row} or (N, *{row})")
+    dtype = getattr(value, "dtype", np.asarray(value).dtype)
+    if storage.dtype == torch.uint8 and dtype not in (np.uint8, torch.uint8):
+        raise TypeError(f"replay field {name!r} is {dtype}; the buffer stores uint8 pixels (a cast would not scale)")
 
 
 def _flatten(fields: dict[str, Any]) -> dict[str, Any]:

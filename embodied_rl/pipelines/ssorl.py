@@ -39,7 +39,7 @@ from embodied_rl.agents.common import resolve_device
 from embodied_rl.data.errors import DatasetError
 from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.labelling.inverse_dynamics import IDMConfig, InverseDynamicsModel, train_inverse_dynamics
-from embodied_rl.validation import check_ranges
+from embodied_rl.validation import check_ranges, check_types
 
 ARMS = ("labelled_only", "semi_supervised", "oracle")
 CONFIG_KEYS = ("arm", "labelled_fraction", "return_quantile", "window", "idm")
@@ -234,12 +234,16 @@ def prepare_ssorl_dataset(
     if arm not in ARMS:
         raise ValueError(f"unknown SS-ORL arm {arm!r}; valid arms: {', '.join(ARMS)}")
     idm_cfg = IDMConfig.from_mapping(cfg.get("idm"))
-    window = int(cfg.get("window", 1))
+    settings = {"window": 1, "labelled_fraction": 0.1, "return_quantile": 0.5}
+    settings = {key: cfg.get(key, default) for key, default in settings.items()}
+    types = {"window": "int", "labelled_fraction": "float", "return_quantile": "float"}
+    settings = check_types("ssorl settings", settings, types, prefix="ssorl.")  # window=2.5 is not window 2
+    window = settings["window"]
 
     labelled, unlabelled = split_trajectories(
         trajectories,
-        labelled_fraction=float(cfg.get("labelled_fraction", 0.1)),
-        return_quantile=float(cfg.get("return_quantile", 0.5)),
+        labelled_fraction=settings["labelled_fraction"],
+        return_quantile=settings["return_quantile"],
         seed=seed,
     )
     labelled_returns = [t.episode_return for t in labelled]

@@ -64,6 +64,8 @@ class OfflineTrainer:
         self.best_eval: dict[str, Any] | None = None
         self.last_eval: dict[str, Any] | None = None
         self.generator = torch.Generator(device=data.reward.device).manual_seed(seed)
+        if not getattr(agent, "normalizer_fitted", True):  # offline agents normalise with the data's statistics
+            agent.fit_normalizer(data.obs)
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
