@@ -116,6 +116,24 @@ def test_existing_run_is_not_overwritten_silently(tiny_run):
     assert result.returncode == 2 and "resume=true" in result.stderr and "Traceback" not in result.stderr
 
 
+def start_run_until(args: list[str], ready) -> subprocess.Popen:
+    """`python scripts/train.py <args>` in the background (stderr piped as text), once `ready()` is true."""
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not ready() and time.time() < deadline:
+        assert proc.poll() is None, f"the run ended before it was ready: {proc.communicate()[1][-2000:]}"
+        time.sleep(0.2)
+    return proc
+
+
 def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "killed"
     args = [
@@ -126,20 +144,9 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
         "trainer.eval_every=200",
         "logging.console=true",
     ]
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    while not list((run_dir / "checkpoints").glob("step_*0100.pt")) and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
+    proc = start_run_until(args, lambda: list((run_dir / "checkpoints").glob("step_*0100.pt")))
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     killed_at = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["step"]
     assert 100 <= killed_at < 400
 
@@ -1142,19 +1149,7 @@ def test_resume_refuses_a_run_without_config_or_with_a_damaged_checkpoint(tmp_pa
 def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
     run_dir = tmp_path / "interrupted"
     args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100000", "trainer.checkpoint_every=50"]
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "latest.pt").exists() and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        time.sleep(0.2)
+    proc = start_run_until(args, lambda: (run_dir / "checkpoints" / "latest.pt").exists())
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-2000:]
