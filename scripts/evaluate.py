@@ -156,14 +156,11 @@ def load_run(path: Path, overrides: list[str]):
 
 
 def same_task(a, b) -> bool:
-    """Whether two task names name the same task ("reach-v3" is "metaworld/reach-v3")."""
-    from embodied_rl.envs import UnknownTaskError
-    from embodied_rl.envs.tasks import canonical_task
+    """Whether two task names name the same task ("reach-v3" is "metaworld/reach-v3"); a run's config.yaml
+    without a task (`a` None) counts as the same: no note."""
+    from embodied_rl.envs.tasks import full_task_name
 
-    try:
-        return canonical_task(a) == canonical_task(b)
-    except UnknownTaskError:  # make_env reports an unknown task; a run's config.yaml without a task: no note
-        return a is None or a == b
+    return a is None or full_task_name(a) == full_task_name(b)
 
 
 def out_dir(base: Path, overrides: list[str]) -> Path:
