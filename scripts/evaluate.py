@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = OmegaConf.create({"env": {"task": args.scripted}})
             cfg.merge_with_dotlist(args.overrides)
         else:
-            run_dir, ckpt_path, cfg, trained_task = load_run(args.checkpoint, args.overrides)
+            run_dir, ckpt_path, cfg = load_run(args.checkpoint, args.overrides)
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise SystemExit(f"error: {err}") from err
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
@@ -91,10 +92,12 @@ def main(argv: list[str] | None = None) -> dict:
         out = args.out or out_dir(Path("runs") / "scripted" / env_cfg["task"] / "eval", args.overrides)
     else:
         from embodied_rl.trainers import load_agent
-        from embodied_rl.trainers.loading import CheckpointError, mismatch_message
+        from embodied_rl.trainers.loading import CheckpointError, OtherTaskWarning, mismatch_message, other_task_message
 
         try:
-            agent, _, ckpt = load_agent(ckpt_path, env=env, device=args.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OtherTaskWarning)  # said below as a note
+                agent, run_cfg, ckpt = load_agent(ckpt_path, env=env, device=args.device)
         except CheckpointError as err:  # truncated, empty or foreign: name the checkpoints that could be used
             print(f"error: {err}{other_checkpoints(ckpt_path)}", file=sys.stderr)
             raise SystemExit(2) from err
@@ -104,8 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         except ValueError as err:  # the run's config.yaml holds a setting the agent refuses
             print(f"error: {ckpt_path}: {err}", file=sys.stderr)
             raise SystemExit(2) from err
-        if not same_task(trained_task, env_cfg["task"]):  # the agent fits this env's spaces
-            print(f"note: evaluating a policy trained on {trained_task} on task {env_cfg['task']}", file=sys.stderr)
+        if message := other_task_message(run_cfg, env):  # the agent fits this env's spaces
+            print(f"note: {message}", file=sys.stderr)
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
         info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
         out = args.out or out_dir(run_dir / "eval" / f"step_{ckpt['step']:09d}", args.overrides)
@@ -141,26 +144,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def load_run(path: Path, overrides: list[str]):
-    """(run directory, step_*.pt file, config with the overrides, the task the run was trained on)."""
+    """(run directory, step_*.pt file, config with the overrides)."""
     from embodied_rl.trainers import find_run, load_run_config
 
     run_dir, ckpt_path = find_run(path)
     ckpt_path = step_file(ckpt_path)
     cfg = load_run_config(run_dir)  # ValueError naming config.yaml when it is damaged
-    trained_task = cfg.env.get("task")
     try:
         cfg.merge_with_dotlist(overrides)
     except Exception as err:
         raise ValueError(f"bad override: {err}") from err
-    return run_dir, ckpt_path, cfg, trained_task
-
-
-def same_task(a, b) -> bool:
-    """Whether two task names name the same task ("reach-v3" is "metaworld/reach-v3"); a run's config.yaml
-    without a task (`a` None) counts as the same: no note."""
-    from embodied_rl.envs.tasks import full_task_name
-
-    return a is None or full_task_name(a) == full_task_name(b)
+    return run_dir, ckpt_path, cfg
 
 
 def out_dir(base: Path, overrides: list[str]) -> Path:

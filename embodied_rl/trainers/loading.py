@@ -7,6 +7,7 @@ the checkpoint holds its weights under "agent".
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from textwrap import shorten
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from embodied_rl.envs.tasks import full_task_name
 from embodied_rl.trainers.builders import make_agent, resolve_device
 from embodied_rl.trainers.checkpoint import load_checkpoint
 
@@ -36,6 +38,28 @@ def find_run(path: str | Path) -> tuple[Path, Path]:
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, empty, foreign) or holds no agent weights."""
+
+
+class OtherTaskWarning(UserWarning):
+    """`load_agent` was given an env of another task than the run was trained on. Its spaces fit (all Meta-World
+    tasks share theirs), so the agent runs there; filter this warning when that is the intent."""
+
+
+def env_task(env) -> str | None:
+    """The full task name of one of our envs, through any wrappers; None for an env without one (a vector env)."""
+    try:
+        task = env.get_wrapper_attr("task")
+    except AttributeError:  # also an env without `get_wrapper_attr`
+        return None
+    return full_task_name(task) if isinstance(task, str) else None
+
+
+def other_task_message(cfg: DictConfig, env) -> str | None:
+    """A line when `env` is of another task than the run config `cfg` names; None when the same or unknown."""
+    trained, task = cfg.env.get("task"), env_task(env)
+    if trained is None or task is None or full_task_name(trained) == task:
+        return None
+    return f"evaluating a policy trained on {full_task_name(trained)} on task {task}"
 
 
 def load_run_config(path: str | Path) -> DictConfig:
@@ -65,7 +89,8 @@ def load_agent(
     """(agent with the checkpoint's weights, run config, checkpoint dict).
 
     The spaces come from `env` when given, else from `observation_space` / `action_space`; they must match
-    the ones the agent was trained on. A checkpoint that cannot be read is a `CheckpointError` (a RuntimeError),
+    the ones the agent was trained on. An `env` of another task than the run's gives an `OtherTaskWarning`.
+    A checkpoint that cannot be read is a `CheckpointError` (a RuntimeError),
     a damaged config.yaml a ValueError.
     """
     if env is not None:
@@ -83,6 +108,8 @@ def load_agent(
     if not isinstance(ckpt, dict) or not {"agent", "step"} <= ckpt.keys():
         raise CheckpointError(f"{ckpt_path} holds no agent weights and step (not a checkpoint of scripts/train.py?)")
     agent.load_state_dict(ckpt["agent"])
+    if env is not None and (message := other_task_message(cfg, env)):
+        warnings.warn(f"{message} ({ckpt_path})", OtherTaskWarning, stacklevel=2)
     return agent, cfg, ckpt
 
 
