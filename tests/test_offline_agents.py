@@ -183,7 +183,7 @@ def test_update_accepts_transitions_and_column_rewards(name):
     column = {**batch, "reward": batch["reward"][:, None], "terminated": batch["terminated"][:, None]}
     results = []
     for data in (batch, Transitions(**column)):
-        agent = make(name)
+        agent = fitted(make(name))
         torch.manual_seed(1)
         results.append([agent.update(data) for _ in range(2)][-1])
     assert_same_metrics(*results)
@@ -281,7 +281,7 @@ def test_expectile_loss_by_hand():
 
 
 def test_iql_losses_match_a_hand_computation():
-    agent = make("iql", gamma=0.9, beta=2.0, max_weight=3.0)
+    agent = make("iql", gamma=0.9, beta=2.0, max_weight=3.0, normalize_obs=False)  # the hand computation's raw obs
     for i in range(3):  # move the critic away from its target
         agent.update(make_batch(i))
     b = make_batch(7)
@@ -322,7 +322,7 @@ def test_gaussian_actor_log_prob_is_the_normal_density():
 
 
 def test_iql_target_network_is_polyak_averaged():
-    agent = make("iql", tau=0.1)
+    agent = make("iql", tau=0.1, normalize_obs=False)
     before = [p.clone() for p in agent.critic_target.parameters()]
     agent.update(make_batch())
     for old, target, online in zip(before, agent.critic_target.parameters(), agent.critic.parameters()):
@@ -331,7 +331,7 @@ def test_iql_target_network_is_polyak_averaged():
 
 
 def test_iql_cosine_actor_lr_schedule():
-    agent = make("iql", actor_lr=1e-3, actor_lr_schedule_steps=4)
+    agent = make("iql", actor_lr=1e-3, actor_lr_schedule_steps=4, normalize_obs=False)
     lrs = []
     for i in range(6):
         agent.update(make_batch(i))
@@ -340,8 +340,8 @@ def test_iql_cosine_actor_lr_schedule():
     expected = [1e-3 * (1 + np.cos(np.pi * min(k, 4) / 4)) / 2 for k in range(6)]
     np.testing.assert_allclose(lrs, expected, rtol=1e-6, atol=1e-12)
     assert agent.critic_optimizer.param_groups[0]["lr"] == 3e-4  # only the actor is scheduled
-    restored = make("iql", actor_lr=1e-3, actor_lr_schedule_steps=4, seed=1)
-    agent_state = make("iql", actor_lr=1e-3, actor_lr_schedule_steps=4)
+    restored = make("iql", actor_lr=1e-3, actor_lr_schedule_steps=4, normalize_obs=False, seed=1)
+    agent_state = make("iql", actor_lr=1e-3, actor_lr_schedule_steps=4, normalize_obs=False)
     for i in range(2):
         agent_state.update(make_batch(i))
     restored.load_state_dict(agent_state.state_dict())
@@ -351,7 +351,7 @@ def test_iql_cosine_actor_lr_schedule():
 
 # ---------------------------------------------------------------- TD3+BC
 def test_td3bc_delays_actor_and_target_updates():
-    agent = make("td3bc")
+    agent = make("td3bc", normalize_obs=False)
     modules = (agent.actor, agent.actor_target, agent.critic_target)
 
     def snapshot():
@@ -368,7 +368,7 @@ def test_td3bc_delays_actor_and_target_updates():
         assert changed(before) == [on_actor_step] * 3, i
         assert ("actor_loss" in metrics) == (i >= 2)
     assert not all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
-    every_third = make("td3bc", policy_update_every=3)
+    every_third = make("td3bc", policy_update_every=3, normalize_obs=False)
     before = [p.clone() for p in every_third.actor.parameters()]
     for i in range(2):
         every_third.update(make_batch(i))
@@ -531,7 +531,7 @@ def test_state_dict_round_trip_gives_identical_actions_and_training(name):
 
 @pytest.mark.parametrize("name", ["iql", "td3bc"])
 def test_load_state_dict_does_not_share_tensors_with_the_source(name):
-    agent = make(name, seed=0)
+    agent = fitted(make(name, seed=0), seed=99)
     agent.update(make_batch(0))
     clone = make(name, seed=1)
     clone.load_state_dict(agent.state_dict())
