@@ -103,8 +103,12 @@ def test_normaliser_refuses_nan_data_and_offline_training_fits_it():
     data = torch.randn(50, 5) * 3 + 7
     with pytest.raises(DatasetError, match="NaN or inf"):
         agent.fit_normalizer(torch.cat([data, torch.full((1, 5), float("nan"))]))
-    with pytest.warns(UserWarning, match="fit_normalizer"):
-        agent.update(batch())
+    for unfitted in (agent, BC(OBS, ACT, **SMALL)):
+        with pytest.warns(UserWarning, match="fit_normalizer"):
+            unfitted.update(batch())
+        with warnings.catch_warnings():  # once
+            warnings.simplefilter("error")
+            unfitted.update(batch())
     fresh = IQL(OBS, ACT, **SMALL)
     OfflineTrainer(OfflineTrainerConfig(total_updates=1), Transitions(**batch(obs=data[:B])), None, fresh, None, ".")
     assert fresh.normalizer_fitted and torch.allclose(fresh.normalizer.mean, data[:B].mean(0))

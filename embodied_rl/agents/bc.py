@@ -26,7 +26,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import batch_fields, make_adam, maybe_cuda_graph
+from embodied_rl.agents.common import make_adam, maybe_cuda_graph
 from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.offline import DeterministicActor, GaussianActor, OfflineAgentBase
 from embodied_rl.validation import check_ranges
@@ -115,7 +115,7 @@ class BC(OfflineAgentBase):
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         """One gradient step on a batch already on the agent's device; detached scalar tensors, no host sync."""
-        fields = batch_fields(batch, ("obs", "action"), self.action_dim, self.device)
+        fields = self._fields(batch, ("obs", "action"))
         metrics = self._step(fields["obs"], fields["action"])
         self.num_updates += 1
         return metrics

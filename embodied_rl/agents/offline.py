@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from embodied_rl.agents.common import (
+    BATCH_KEYS,
     batch_fields,
     check_state_keys,
     load_optimizer_state,
@@ -164,9 +165,10 @@ class OfflineAgentBase:
         """Action-space bounds -> [-1, 1]^A."""
         return (action - self.action_bias) / self.action_scale
 
-    def _fields(self, batch: Any) -> dict[str, torch.Tensor]:
-        """The batch's fields with reward and terminated as (B,), never (B, 1)."""
-        fields = batch_fields(batch, action_dim=self.action_dim, device=self.device)
+    def _fields(self, batch: Any, keys: Sequence[str] = BATCH_KEYS) -> dict[str, torch.Tensor]:
+        """The batch's `keys` fields, checked, with reward and terminated as (B,), never (B, 1); warns once when
+        the normaliser was never fitted."""
+        fields = batch_fields(batch, keys, self.action_dim, self.device)
         if self.normalize_obs and not self.normalizer_fitted:
             warnings.warn(
                 f"{self.name} trains with normalize_obs=True but fit_normalizer(dataset_obs) was never called: its "
@@ -174,8 +176,10 @@ class OfflineAgentBase:
                 stacklevel=3,
             )
             self.normalizer_fitted = True  # warned once
-        fields["reward"] = fields["reward"].reshape(-1)
-        fields["terminated"] = fields["terminated"].reshape(-1).float()
+        if "reward" in fields:
+            fields["reward"] = fields["reward"].reshape(-1)
+        if "terminated" in fields:
+            fields["terminated"] = fields["terminated"].reshape(-1).float()
         return fields
 
     @torch.no_grad()
