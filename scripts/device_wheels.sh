@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels for a GPU machine without internet (the `device` machines: Python 3.12 with CUDA torch, numpy, scipy,
 # tensorboard, imageio, h5py, matplotlib, pytest... but none of MuJoCo, Meta-World, Gymnasium, Hydra, Minari).
-# Run once on a machine with package-registry access: it fills .whl/ (git-ignored, ~41 MB, under the device
+# Run once on a machine with package-registry access: it fills .whl/ (git-ignored, ~46 MB, under the device
 # tool's 64 MiB carry limit) with this venv's versions of the missing packages, as CPython 3.12 manylinux wheels
 # or pure-Python wheels built here, and .gl/ with the GL loader packages MuJoCo's EGL rendering needs there.
 # scripts/gpu_check.sh installs both when it finds .whl/ and no .venv/ (carry `.whl` and `.gl`).

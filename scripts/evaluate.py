@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--seed", type=cli.number(int, ">= 0"), default=100_000, help="seed of the first evaluation episode"
     )
-    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--device", default="auto", help="where the agent acts: auto (cuda if present), cpu, cuda, cuda:N"
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="output directory (default: see above; overrides get their own)"
     )

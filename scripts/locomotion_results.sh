@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Locomotion offline results of README "Results": the D4RL recipe on our own SAC run, then IQL, 3 seeds.
-#   STEPS=400000 UPDATES=15000 EPISODES=100 JOBS=1 TASK=Walker2d-v5 bash scripts/locomotion_results.sh
-#                                       # what the README reports for Hopper and Walker2d (STEPS=100000 for
-#                                       # HalfCheetah; 2-core CPU, one task per core, run side by side)
+#   STEPS=400000 EVERY=8333 UPDATES=15000 EPISODES=100 JOBS=1 TASK=Walker2d-v5 bash scripts/locomotion_results.sh
+#                                       # what the README reports for Hopper and Walker2d (STEPS=100000 and no
+#                                       # EVERY for HalfCheetah; 2-core CPU, one task per core, run side by side)
 #   STEPS=1000000 UPDATES=1000000 TASK=Walker2d-v5 DEVICE=cuda bash scripts/locomotion_results.sh   # D4RL scale
 #   TIERS=expert TASK=Hopper-v5 bash scripts/locomotion_results.sh   # IQL on other tiers (default medium,medium-replay);
 #                                       # the table lists every tier's IQL runs found under runs/
@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TASK=${TASK:-Hopper-v5}
 STEPS=${STEPS:-100000}
+EVERY=${EVERY:-$((STEPS / 12))}       # SAC's evaluation and checkpoint cadence (the recipe picks among its checkpoints)
 EPISODES=${EPISODES:-100}             # episodes per rollout tier (medium-replay is the replay buffer)
 OVERWRITE=${OVERWRITE:-0}             # 1: rebuild datasets that already exist
 EXPERT_STEP=${EXPERT_STEP:-}          # expert checkpoint step (default: the run's final one)
@@ -30,7 +31,7 @@ RUN=runs/sac_recipe/mujoco/$TASK/seed1
 if [[ ! -f $RUN/results.json ]]; then
     $PY scripts/train.py experiment=sac_mujoco name=sac_recipe env.task="mujoco/$TASK" device="$DEVICE" \
         trainer.total_steps="$STEPS" trainer.seed_steps=5000 trainer.replay_size="$STEPS" \
-        trainer.eval_every=$((STEPS / 12)) trainer.checkpoint_every=$((STEPS / 12)) trainer.keep_checkpoints=0 \
+        trainer.eval_every="$EVERY" trainer.checkpoint_every="$EVERY" trainer.keep_checkpoints=0 \
         trainer.eval_episodes=5 trainer.eval_videos=0 trainer.progress=false overwrite=true
 fi
 # 2. random / medium / medium-replay / expert datasets from it

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--medium-noise",
         default=None,
         metavar="STD,EPS",
-        help="medium tier's noise_std,epsilon for every task (default: measured per task)",
+        help="medium tier's noise_std,epsilon for every task (default: measured per task, 0,0.8 for others)",
     )
     common(metaworld, METAWORLD_TIERS)
 

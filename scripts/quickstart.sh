@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job, from a fresh clone: set up, build a small dataset, train SAC briefly, evaluate with videos.
 #
-#   bash scripts/quickstart.sh                 # ~4 minutes on a 2-core CPU
+#   bash scripts/quickstart.sh                 # 3-4 minutes on a 2-core CPU
 #   STEPS=50000 TASK=metaworld/drawer-open-v3 bash scripts/quickstart.sh
 #
 # Everything lands under runs/quickstart/ (datasets under ~/.minari/datasets, or $MINARI_DATASETS_PATH).

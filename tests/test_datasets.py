@@ -9,6 +9,7 @@ tmp MINARI_DATASETS_PATH: the user's ~/.minari is never touched.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -203,6 +204,17 @@ def test_existing_tier_built_with_other_settings_is_an_error():
         metaworld_tiers(MW_TASK, 1, tiers=["random"], reference_episodes=1, seed=1, **tiny)
     rows = metaworld_tiers(MW_TASK, 1, tiers=["random", "medium"], reference_episodes=1, medium=(0, 0.5), **tiny)
     assert [row["status"] for row in rows] == ["exists", "exists"]
+
+
+def test_medium_tier_of_a_task_without_measured_noise_warns():
+    tiny = {"time_limit": 5, "progress": False, "reference_episodes": 1, "tiers": ["medium"]}
+    message = "measured for drawer-open-v3, .* only; reach-v3 gets noise_std 0.0, epsilon 0.8"
+    with pytest.warns(UserWarning, match=message):
+        metaworld_tiers("metaworld/reach-v3", 1, **tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metaworld_tiers("metaworld/reach-v3", 1, medium=(0.0, 0.5), overwrite=True, **tiny)  # chosen by the user
+        metaworld_tiers(MW_TASK, 1, **tiny)  # measured
 
 
 def test_an_interrupted_tier_is_built_again():
