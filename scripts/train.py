@@ -306,7 +306,8 @@ def _train(cfg: DictConfig) -> dict:
 
 def check_run_settings(cfg: DictConfig) -> None:
     """One ConfigError for a top-level or logging key that train.py does not know, a value of the wrong type
-    (a flag given as `no` would count as true), a seed numpy cannot take, or resume=true with overwrite=true."""
+    (a flag given as `no` would count as true), a seed numpy cannot take, resume=true with overwrite=true, or a
+    key removed with `~key`."""
     from embodied_rl.trainers.builders import ConfigError
     from embodied_rl.validation import check_ranges, check_types
 
@@ -324,6 +325,21 @@ def check_run_settings(cfg: DictConfig) -> None:
                 OmegaConf.update(cfg, key, checked[key])
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true and overwrite=true contradict each other: continue the run or start afresh")
+    removed = removed_keys()
+    if removed:
+        raise ConfigError(
+            f"removing config keys ({', '.join('~' + key for key in removed)}) is not supported: the code's default "
+            f"would apply with no trace in config.yaml; set a value instead (key=value)"
+        )
+
+
+def removed_keys() -> list[str]:
+    """The keys a `~key` command-line override removed (none when not run through Hydra's command line)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [o[1:].split("=", 1)[0] for o in HydraConfig.get().overrides.task if o.startswith("~")]
 
 
 def trainer_config_from(cfg: DictConfig):

@@ -111,6 +111,14 @@ def test_unknown_task_exits_with_code_2(tmp_path):
     assert "Unknown task" in result.stderr and "reach-v3" in result.stderr
 
 
+def test_removing_a_config_key_is_an_error(tmp_path):
+    """`~trainer.eval_every` would train with the dataclass default, which config.yaml would not record."""
+    result = run_cli(["~trainer.eval_every", "~agent.gamma", f"run_dir={tmp_path / 'run'}"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "removing config keys (~trainer.eval_every, ~agent.gamma) is not supported" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_existing_run_is_not_overwritten_silently(tiny_run):
     result = run_cli([*TINY, f"run_dir={tiny_run}"])
     assert result.returncode == 2 and "resume=true" in result.stderr and "Traceback" not in result.stderr
