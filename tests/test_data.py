@@ -32,6 +32,7 @@ from embodied_rl.data import (
     dataset_id_for,
     load_trajectories,
     make_behaviour_policy,
+    minari_io,
     open_dataset,
     transitions_from_trajectories,
     write_dataset,
@@ -561,6 +562,44 @@ def test_a_killed_collection_leaves_a_dataset_that_loading_refuses(minari_root):
     collect_dataset(pendulum, RandomPolicy(pendulum.action_space, 0), dataset_id, episodes=3, overwrite=True,
                     flush_every=2, progress=False)  # fmt: skip
     assert len(load_trajectories(dataset_id)) == 3  # written again: complete
+
+
+KILLED_FIRST_WRITE = """
+import os, signal, sys
+import gymnasium as gym
+import minari
+from embodied_rl.data import RandomPolicy, collect_dataset, minari_io
+
+real_create = minari.create_dataset_from_buffers
+
+def create_then_die(dataset_id, *args, **kwargs):  # killed as Minari writes the first chunk, or right after
+    if sys.argv[1] == "during":
+        minari_io.get_dataset_path(dataset_id).joinpath("data").mkdir(parents=True)  # a folder, no metadata yet
+    else:
+        real_create(dataset_id, *args, **kwargs)  # a whole readable dataset of one chunk, no flag set yet
+    os.kill(os.getpid(), signal.SIGKILL)
+
+minari.create_dataset_from_buffers = create_then_die
+env = gym.make("Pendulum-v1", max_episode_steps=6)
+collect_dataset(env, RandomPolicy(env.action_space, 0), "embodied_rl/pendulum/killed-v0", episodes=6, flush_every=2,
+                progress=False)
+"""
+
+
+@pytest.mark.parametrize("when", ["during", "after"])
+def test_a_collection_killed_in_its_first_write_is_marked_incomplete(minari_root, when):
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(minari_root)}
+    result = subprocess.run([sys.executable, "-c", KILLED_FIRST_WRITE, when], env=env, capture_output=True, timeout=120)
+    assert result.returncode == -9, result.stderr.decode()[-2000:]
+    dataset_id = "embodied_rl/pendulum/killed-v0"
+    assert minari_io.is_incomplete(dataset_id)
+    with pytest.raises(DatasetError, match="is incomplete: its writing was interrupted"):
+        load_trajectories(dataset_id)
+    pendulum = gym.make("Pendulum-v1", max_episode_steps=6)
+    collect_dataset(pendulum, RandomPolicy(pendulum.action_space, 0), dataset_id, episodes=3, overwrite=True,
+                    flush_every=2, progress=False)  # fmt: skip
+    assert len(load_trajectories(dataset_id)) == 3 and not minari_io.is_incomplete(dataset_id)
+    assert not minari_io.incomplete_marker(dataset_id).exists()
 
 
 def test_rollout_stops_after_max_steps_as_a_truncation():

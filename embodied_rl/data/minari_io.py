@@ -32,11 +32,12 @@ from embodied_rl.data.trajectory import Trajectory
 NAMESPACE = "embodied_rl"
 FRAME_KEY = "frame"
 SUCCESS_KEY = "success"
-# Metadata flag of a dataset still being written in chunks (`collection.write_trajectories`): set with the first
-# chunk, cleared after the last. A dataset that keeps it was interrupted (a killed collection) and holds only
-# some of its episodes: loading it is an error, and `scripts/make_datasets.py` builds such a tier again (so two
-# builders must not work on one task at once). Minari writes the first chunk before the flag can be set: a kill
-# in those milliseconds leaves a one-chunk dataset without it.
+# A dataset being written is marked incomplete twice over: a hidden marker file beside its folder
+# (`.<name>-v<N>.incomplete`, ignored by Minari) from before Minari creates the folder until `write_dataset` has
+# stored the metadata, and this metadata flag, set with the first chunk of a chunked write
+# (`collection.write_trajectories`) and cleared after the last. A dataset that keeps either was interrupted (a
+# killed collection) and holds only some of its episodes, or none: loading it is an error, and
+# `scripts/make_datasets.py` builds such a tier again (so two builders must not work on one task at once).
 INCOMPLETE_KEY = "embodied_rl_incomplete"
 
 DatasetLike = str | minari.MinariDataset
@@ -75,8 +76,16 @@ def dataset_exists(dataset_id: str) -> bool:
     return get_dataset_path(dataset_id).exists()
 
 
+def incomplete_marker(dataset_id: str) -> Path:
+    """The marker file of a dataset being written: hidden, beside the dataset's folder (see `INCOMPLETE_KEY`)."""
+    path = get_dataset_path(dataset_id)
+    return path.parent / f".{path.name}.incomplete"
+
+
 def is_incomplete(dataset_id: str) -> bool:
     """Whether the local dataset `dataset_id` is one whose writing was interrupted (see `INCOMPLETE_KEY`)."""
+    if incomplete_marker(dataset_id).exists():
+        return True
     try:
         metadata = MinariStorage.read_raw_metadata(get_dataset_path(dataset_id) / "data")
     except Exception:  # missing or unreadable: open_dataset says which
@@ -105,8 +114,9 @@ def check_writable(dataset_id: str, overwrite: bool = False) -> None:
 
 
 def delete_dataset(dataset_id: str) -> None:
-    """Remove a local dataset (no error if it is not there)."""
+    """Remove a local dataset and its incomplete marker (no error if they are not there)."""
     shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
+    incomplete_marker(dataset_id).unlink(missing_ok=True)
 
 
 def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
@@ -117,6 +127,8 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
         _probe(dataset, dataset.id)
         return dataset
     validate_dataset_id(dataset)
+    if incomplete_marker(dataset).exists():  # before opening: a file killed while Minari wrote it may be unreadable
+        raise DatasetError(_incomplete_message(dataset))
     data_path = get_dataset_path(dataset) / "data"
     if not data_path.exists():
         local = sorted(minari.list_local_datasets())
@@ -138,7 +150,8 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
 
 def _check_complete(dataset: minari.MinariDataset, name: str) -> None:
     """Refuse a dataset marked incomplete (before `_probe`: a file killed mid-append may also read as truncated)."""
-    if dataset.storage.metadata.get(INCOMPLETE_KEY, False):
+    marked = name is not None and incomplete_marker(name).exists()
+    if marked or dataset.storage.metadata.get(INCOMPLETE_KEY, False):
         raise DatasetError(_incomplete_message(name))
 
 
@@ -288,7 +301,7 @@ def write_dataset(
     The env (or explicit spaces) gives the dataset's spaces and the gymnasium spec Minari stores so that
     `dataset.recover_environment()` can rebuild it. `metadata` is merged into Minari's metadata (e.g.
     `ref_min_score` / `ref_max_score`). Raises `DatasetError` if the id exists and `overwrite` is false.
-    A failed write leaves nothing behind.
+    A failed write leaves nothing behind; a killed one leaves the dataset marked incomplete (`is_incomplete`).
     """
     check_writable(dataset_id, overwrite)
     delete_dataset(dataset_id)
@@ -304,6 +317,9 @@ def write_dataset(
             env = None
     if observation_space is None or action_space is None:
         raise ValueError("write_dataset needs an env or both observation_space and action_space")
+    marker = incomplete_marker(dataset_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()  # before Minari creates anything: a kill from here on leaves the dataset marked
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is set to None.*")
@@ -325,6 +341,7 @@ def write_dataset(
     except BaseException:
         delete_dataset(dataset_id)
         raise
+    marker.unlink()
     return dataset
 
 
