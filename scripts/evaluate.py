@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -116,26 +117,23 @@ def main(argv: list[str] | None = None) -> dict:
         out = args.out or out_dir(run_dir / "eval" / f"step_{ckpt['step']:09d}", args.overrides)
     if args.out is None:
         prepare_out(out)
+    staging = out / ".partial"  # this evaluation's videos until it is complete: a killed one leaves the last intact
+    shutil.rmtree(staging, ignore_errors=True)
     result = evaluate_policy(
         policy,
         env,
         args.episodes,
         seed=args.seed,
-        video_dir=out / "videos",
+        video_dir=staging / "videos",
         videos=args.videos,
         fps=args.fps,
         progress=True,
     )
-    written = {Path(record["video"]).name for record in result["per_episode"] if "video" in record}
-    for stale in (out / "videos").glob("episode_*.mp4"):  # a previous evaluation's videos
-        if stale.name not in written:
-            stale.unlink()
     result.update(info, task=env_cfg["task"], overrides=args.overrides)
     score = normalized_score_for(cfg, result["return_mean"])
     if score is not None:
         result["normalized_score"] = score
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    replace_results(out, staging, result)
     extra = f", normalised score {score:.1f}" if score is not None else ""
     print(
         f"[eval] {env_cfg['task']} {info.get('step', 'scripted')}: success {result['success_rate']:.2f}, return "
@@ -171,6 +169,24 @@ def out_dir(base: Path, overrides: list[str]) -> Path:
     if len(name) > 120:
         name = f"{name[:111]}-{hashlib.sha1(joined.encode()).hexdigest()[:8]}"
     return base / name
+
+
+def replace_results(out: Path, staging: Path, result: dict) -> None:
+    """Put a finished evaluation in `out` in place of the previous one: its results.json goes first (a kill from
+    here on leaves no results.json beside a mix of videos), then the videos, then the new results.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").unlink(missing_ok=True)
+    videos = out / "videos"
+    for old in videos.glob("episode_*.mp4"):
+        old.unlink()
+    for record in result["per_episode"]:
+        if "video" in record:
+            videos.mkdir(parents=True, exist_ok=True)
+            record["video"] = str(Path(record["video"]).replace(videos / Path(record["video"]).name))
+    shutil.rmtree(staging, ignore_errors=True)
+    partial = out / ".results.json.partial"
+    partial.write_text(json.dumps(result, indent=2))
+    partial.replace(out / "results.json")
 
 
 def prepare_out(out: Path) -> None:

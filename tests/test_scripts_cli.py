@@ -234,20 +234,31 @@ def test_evaluate_removes_the_videos_of_a_previous_evaluation(tiny_run, tmp_path
     assert (videos / "episode_000.mp4").read_bytes() != b"old"  # rewritten by this evaluation
 
 
-def test_evaluate_keeps_the_videos_of_a_previous_evaluation_when_it_fails(tiny_run, tmp_path, monkeypatch):
+def test_an_evaluation_that_fails_midway_leaves_the_previous_one_whole(tiny_run, tmp_path, monkeypatch):
+    """As a killed one would: no new video beside the old results.json (crash audit)."""
     import embodied_rl.trainers
 
-    def fail(*args, **kwargs):
+    def fail_after_one_video(*args, video_dir, **kwargs):
+        Path(video_dir).mkdir(parents=True)
+        (Path(video_dir) / "episode_000.mp4").write_bytes(b"new")
         raise RuntimeError("evaluation failed")
 
-    monkeypatch.setattr(embodied_rl.trainers, "evaluate_policy", fail)
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "episode_000.mp4").write_bytes(b"old")
-    args = [str(tiny_run), "--episodes", "1", "--videos", "0", "--device", "cpu", "--out", str(tmp_path)]
+    (tmp_path / "results.json").write_text('{"seed": 100000}')
+    monkeypatch.setattr(embodied_rl.trainers, "evaluate_policy", fail_after_one_video)
+    args = [str(tiny_run), "--episodes", "1", "--videos", "1", "--device", "cpu", "--out", str(tmp_path)]
     with pytest.raises(RuntimeError, match="evaluation failed"):
-        load_script("evaluate").main([*args, "env.time_limit=3"])
+        load_script("evaluate").main([*args, "--seed", "7", "env.time_limit=3"])
     assert (videos / "episode_000.mp4").read_bytes() == b"old"
+    assert (tmp_path / "results.json").read_text() == '{"seed": 100000}'
+    monkeypatch.undo()
+    load_script("evaluate").main([*args, "--seed", "7", "--video-size", "32", "env.time_limit=3"])
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["seed"] == 7 and result["per_episode"][0]["video"] == str(videos / "episode_000.mp4")
+    assert (videos / "episode_000.mp4").read_bytes() not in (b"old", b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "videos"]  # no staging folder left
 
 
 COLLECT = ["episodes=1", "reference.min_score=0", "reference.max_score=1", "progress=false", "policy.kind=checkpoint"]
