@@ -60,7 +60,7 @@ CONFIG_GROUPS = tuple(
 
 # What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
 RUN_OUTPUTS = (
-    *("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json"),
+    *("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json", "results.json.tmp"),
     *("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp"),  # SS-ORL: diagnostics, the arm's dataset
 )
 
@@ -285,7 +285,8 @@ def _train(cfg: DictConfig) -> dict:
     run_dir, resume_step = prepare_run_dir(cfg)
     total = cfg.trainer.total_steps if cfg.trainer.kind == "online" else cfg.trainer.total_updates
     if resume_step is not None and resume_step >= total:
-        return already_complete(run_dir, resume_step, total)
+        return already_complete(cfg, run_dir, resume_step, total, device)
+    (run_dir / "results.json").unlink(missing_ok=True)  # a finished run being extended: not finished any more
     seed_everything(cfg.seed, cfg.deterministic)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard, console=cfg.logging.console)
@@ -296,8 +297,7 @@ def _train(cfg: DictConfig) -> dict:
         results = run(cfg, trainer_config, run_dir, resume_step is not None, device, logger)
     finally:
         logger.close()
-    results.update(task=cfg.env.task, agent=cfg.agent.name, seed=cfg.seed, device=str(device))
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    results = write_results(cfg, run_dir, results, device)
     final = results.get("final")
     described = f"final at step {final['step']}: {describe_evaluation(final)}" if final else "no evaluation"
     logger.summary(f"[done] {run_dir}: {described}")
@@ -360,14 +360,32 @@ def trainer_config_from(cfg: DictConfig):
         return config_class(**settings)
 
 
-def already_complete(run_dir: Path, step: int, total: int) -> dict:
-    """A resume of a finished run: nothing is trained, evaluated or logged again."""
+def already_complete(cfg: DictConfig, run_dir: Path, step: int, total: int, device) -> dict:
+    """A resume of a finished run: nothing is trained, evaluated or logged again. A run killed after its last
+    checkpoint but before its results.json gets it from that checkpoint, which holds the evaluations."""
+    from embodied_rl.trainers.checkpoint import load_checkpoint
+
     print(f"[done] {run_dir} is already complete (checkpoint at {step}, total {total}); nothing to do")
     results = run_dir / "results.json"
-    if not results.exists():
-        print(f"warning: {results} is missing; scripts/evaluate.py {run_dir} evaluates the checkpoint")
-        return {}
-    return json.loads(results.read_text())
+    if results.exists():
+        return json.loads(results.read_text())
+    trainer = load_checkpoint(run_dir / "checkpoints" / "latest.pt")["trainer"]
+    evaluations = {"final": trainer.get("last_eval"), "best": trainer.get("best_eval")}
+    if cfg.trainer.kind == "online":
+        counts = {"steps": trainer["step"], "updates": trainer["updates_done"]}
+    else:
+        counts = {"updates": trainer["step"], "dataset": dataset_id_of(cfg)}
+    print(f"[done] wrote the missing {results} from the checkpoint")
+    return write_results(cfg, run_dir, {**evaluations, **counts}, device)
+
+
+def write_results(cfg: DictConfig, run_dir: Path, results: dict, device) -> dict:
+    """results.json: the trainer's results (final and best evaluation, counts) and what the run was."""
+    results = {**results, "task": cfg.env.task, "agent": cfg.agent.name, "seed": cfg.seed, "device": str(device)}
+    partial = run_dir / "results.json.tmp"
+    partial.write_text(json.dumps(results, indent=2))
+    partial.replace(run_dir / "results.json")
+    return results
 
 
 def train_online(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool, device, logger) -> dict:
@@ -431,10 +449,9 @@ def check_replay_fits(size: int, observation_space, action_space, device) -> Non
 def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, device, logger) -> tuple[list, str]:
     """The dataset's trajectories (checked against `env`), after the pipeline's relabelling if any; `resuming`:
     the run continues from its checkpoint (else prepare_run_dir cleared the outputs)."""
-    from embodied_rl.data import dataset_id_for, load_trajectories
+    from embodied_rl.data import load_trajectories
 
-    name = cfg.trainer.dataset
-    dataset_id = name if "/" in name else dataset_id_for(cfg.env.task, name)
+    dataset_id = dataset_id_of(cfg)
     trajectories = load_trajectories(dataset_id, env=env)
     if cfg.get("ssorl") is not None:
         from embodied_rl.pipelines.ssorl import load_arm_dataset, prepare_ssorl_dataset, save_arm_dataset
@@ -462,6 +479,14 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, de
         else:
             logger.summary(f"[ssorl] {diagnostics['arm']}: {diagnostics['num_dataset_trajectories']} trajectories")
     return trajectories, dataset_id
+
+
+def dataset_id_of(cfg: DictConfig) -> str:
+    """The Minari id of an offline run's dataset: `trainer.dataset` is an id or a tier name of the env's task."""
+    from embodied_rl.data import dataset_id_for
+
+    name = cfg.trainer.dataset
+    return name if "/" in name else dataset_id_for(cfg.env.task, name)
 
 
 def scale_rewards(data, trajectories, cfg: DictConfig):

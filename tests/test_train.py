@@ -505,6 +505,36 @@ def test_resuming_a_finished_run_does_nothing_and_a_longer_total_extends_it(tmp_
     assert [r["step"] for r in metric_rows(run_dir) if r["eval/success_rate"]] == ["100", "200"]
 
 
+@pytest.mark.parametrize("kind", ["online", "offline"])
+def test_a_run_killed_before_its_results_json_gets_it_on_resume(kind, tmp_path, request, capsys):
+    """A kill between the last checkpoint and results.json (crash audit): the checkpoint holds the evaluations."""
+    if kind == "offline":
+        request.getfixturevalue("tiny_dataset")
+    base = TINY if kind == "online" else OFFLINE
+    args = [*base, f"run_dir={tmp_path / 'run'}"]
+    results_file = tmp_path / "run" / "results.json"
+    expected = train_in_process(args)
+    results_file.unlink()
+    assert train_in_process([*args, "resume=true"]) == expected
+    assert json.loads(results_file.read_text()) == expected and "wrote the missing" in capsys.readouterr().out
+
+
+def test_a_run_being_extended_has_no_results_json_until_it_ends(tmp_path, monkeypatch):
+    import embodied_rl.trainers
+
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100"]
+    train_in_process(args)
+
+    def killed(self):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(embodied_rl.trainers.OnlineTrainer, "train", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_in_process([*args, "resume=true", "trainer.total_steps=200"])
+    assert not (run_dir / "results.json").exists()  # else summarize.py would report it finished at step 100
+
+
 def test_extending_a_run_may_change_its_schedules_and_replay_size(tmp_path):
     """The README's extension: resume=true trainer.total_steps=... trainer.eval_every=... trainer.replay_size=..."""
     run_dir = tmp_path / "run"
