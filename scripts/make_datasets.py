@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -205,6 +206,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 )
     except (RecipeError, DatasetError, UnknownTaskError, FileNotFoundError) as err:
         raise SystemExit(f"[make_datasets] error: {err}") from None
+    except KeyboardInterrupt:
+        print(
+            "\n[make_datasets] interrupted: the tier being written was removed, finished ones are kept; the same "
+            "command builds the rest",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     print(format_table(rows))
     print(
         f"[make_datasets] {sum(r['status'] == 'built' for r in rows)} built, "

@@ -217,6 +217,20 @@ def test_medium_tier_of_a_task_without_measured_noise_warns():
         metaworld_tiers(MW_TASK, 1, **tiny)  # measured
 
 
+def test_ctrl_c_in_make_datasets_is_one_line_and_exit_130(monkeypatch, capsys):
+    import embodied_rl.data.recipes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embodied_rl.data.recipes, "metaworld_tiers", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("make_datasets").main(["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--no-progress"])
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert "[make_datasets] interrupted: the tier being written was removed" in err and "Traceback" not in err
+
+
 def test_an_interrupted_tier_is_built_again():
     tiny = {"time_limit": 20, "progress": False}
     metaworld_tiers(MW_TASK, 2, tiers=["random"], reference_episodes=1, **tiny)
