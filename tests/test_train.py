@@ -592,6 +592,7 @@ def test_a_run_that_fails_its_config_checks_leaves_no_folders(tmp_path):
 
 def test_resume_hides_tensorboard_events_logged_after_the_checkpoint(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
     run_dir = tmp_path / "tb"
     args = [*TINY, f"run_dir={run_dir}", "trainer.keep_checkpoints=0"]
@@ -605,6 +606,10 @@ def test_resume_hides_tensorboard_events_logged_after_the_checkpoint(tmp_path):
     assert [e.step for e in events.Scalars("eval/success_rate")] == [100, 200]
     updates = [e.step for e in events.Scalars("train/updates")]
     assert updates == sorted(set(updates))
+    runs = EventMultiplexer()  # what `tensorboard --load_fast=false` reads with
+    runs.AddRunsFromDirectory(str(run_dir))
+    runs.Reload()
+    assert [e.step for e in runs.Tensors("tb", "train/updates")] == updates
 
 
 def test_resume_without_a_saved_replay_buffer_refills_it_before_updating(tmp_path):

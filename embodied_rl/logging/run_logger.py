@@ -58,7 +58,13 @@ class RunLogger:
         if self._writer is None and self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self._purge_step)
+            log_dir = self.run_dir / "tb"
+            purge_step = self._purge_step
+            if purge_step is None and not any(log_dir.glob("events.out.tfevents.*")):
+                # A new run's restart marker at step 0 hides nothing; it makes a resume's marker the run's second,
+                # and TensorBoard's Python loader (--load_fast=false) acts on a run's second marker, not its first.
+                purge_step = 0
+            self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
             self._purge_step = None  # purge once: a later writer must keep what this one writes
         return self._writer
 
