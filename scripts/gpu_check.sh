@@ -26,6 +26,11 @@ else
 fi
 $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'error: torch sees no CUDA device')"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
+# NVIDIA's EGL driver where glvnd does not find it by itself (the device machines' layout)
+nvidia_egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+if [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ] && [ -f "$nvidia_egl" ]; then
+    export __EGL_VENDOR_LIBRARY_FILENAMES=$nvidia_egl
+fi
 STEPS=${STEPS:-10000}
 BENCH_DEVICES=${BENCH_DEVICES:-cuda}
 OUT=${OUT:-gpu_check}

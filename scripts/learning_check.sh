@@ -10,7 +10,6 @@ STEPS=${STEPS:-30000}
 JOBS=${JOBS:-2}
 DEVICE=${DEVICE:-auto}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per run: parallel runs must not oversubscribe cores
-export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 .venv/bin/python scripts/train.py -m experiment=sac_metaworld name=sac_check device="$DEVICE" \
     env.task=metaworld/reach-v3,metaworld/drawer-open-v3 seed=1,2,3 \
     trainer.total_steps="$STEPS" trainer.eval_every=$((STEPS / 10)) trainer.checkpoint_every=$((STEPS / 10)) \

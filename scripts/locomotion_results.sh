@@ -23,7 +23,6 @@ UPDATES=${UPDATES:-15000}
 JOBS=${JOBS:-2}
 DEVICE=${DEVICE:-auto}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 PY=.venv/bin/python
 RUN=runs/sac_recipe/mujoco/$TASK/seed1
 

@@ -13,7 +13,6 @@ JOBS=${JOBS:-2}
 TASKS=${TASKS:-metaworld/drawer-open-v3,metaworld/button-press-v3}   # SS-ORL
 IQL_TASKS=${IQL_TASKS:-$TASKS,metaworld/door-open-v3,metaworld/window-open-v3,metaworld/sweep-into-v3,metaworld/plate-slide-v3}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 PY=.venv/bin/python
 COMMON=(trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) trainer.eval_episodes=10
         trainer.eval_videos=0 trainer.checkpoint_every="$UPDATES" trainer.progress=false seed=1,2,3

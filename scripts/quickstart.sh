@@ -12,9 +12,6 @@ PY=.venv/bin/python
 TASK=${TASK:-metaworld/reach-v3}
 STEPS=${STEPS:-20000}
 OUT=runs/quickstart
-if [[ -z "${MUJOCO_GL:-}" ]]; then
-    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then export MUJOCO_GL=egl; else export MUJOCO_GL=osmesa; fi
-fi
 
 echo "== 1/4 dataset: 10 episodes of the scripted expert with action noise on $TASK"
 $PY scripts/collect.py env.task="$TASK" episodes=10 policy.noise_std=0.3 reference.episodes=3 \

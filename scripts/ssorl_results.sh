@@ -24,7 +24,6 @@ TABLES_ONLY=${TABLES_ONLY:-0}           # 1: no training, only the table from th
 EVAL_EPISODES=${EVAL_EPISODES:-10}
 ABLATION_TASK=${ABLATION_TASK:-${TASKS%%,*}}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-export MUJOCO_GL=${MUJOCO_GL:-osmesa}
 PY=.venv/bin/python
 COMMON=(experiment=ssorl env="$ENV" trainer.dataset="$DATASET" trainer.reward.normalize="$REWARD"
         ssorl.idm.steps="$IDM_STEPS" ssorl.idm.progress=false

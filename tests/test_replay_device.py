@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from embodied_rl.data import ReplayBuffer
@@ -78,3 +79,21 @@ def test_transitions_to_moves_dict_observations():
     moved = batch.to("meta")
     assert moved.obs["state"].device.type == moved.next_obs["state"].device.type == moved.reward.device.type == "meta"
     assert moved.episode_id is None and batch.obs["state"].device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_indices_drawn_on_the_gpu_select_the_right_rows_of_host_data():
+    """A non-blocking copy of the indices to the host could be read before it lands (`indices_to`)."""
+    rows = 200_000
+    data = Transitions(
+        obs=torch.arange(rows, dtype=torch.float32)[:, None],
+        action=torch.zeros(rows, 1),
+        reward=torch.arange(rows, dtype=torch.float32),
+        next_obs=torch.zeros(rows, 1),
+        terminated=torch.zeros(rows),
+    )
+    for seed in range(20):
+        expected = torch.randint(rows, (4096,), generator=torch.Generator("cuda").manual_seed(seed), device="cuda")
+        batch = data.sample(4096, generator=torch.Generator("cuda").manual_seed(seed))
+        assert torch.equal(batch.reward, expected.cpu().float())

@@ -18,6 +18,21 @@ from embodied_rl.nn.observation import Observation
 BATCH_KEYS = ("obs", "action", "reward", "next_obs", "terminated")
 
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_settings(compile_mode: str | None, cudagraphs: bool) -> None:
+    """A `compile_mode` torch.compile knows, and none that makes CUDA graphs of its own inside ours."""
+    if compile_mode not in COMPILE_MODES:
+        modes = ", ".join("null" if mode is None else mode for mode in COMPILE_MODES)
+        raise ValueError(f"compile_mode={compile_mode!r}; torch.compile takes one of {modes}")
+    if cudagraphs and compile_mode in ("reduce-overhead", "max-autotune"):
+        raise ValueError(
+            f"compile_mode={compile_mode!r} makes CUDA graphs of its own, which cannot run inside cudagraphs=True's "
+            "graph: use compile_mode=null or max-autotune-no-cudagraphs with it, or cudagraphs=false"
+        )
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """`"auto"` -> CUDA when available, else CPU."""
     if str(device) == "auto":
@@ -197,7 +212,8 @@ class CudaGraphStep:
                     )
                 static.copy_(new, non_blocking=True)
         self.graph.replay()
-        return pytree.tree_map(lambda t: t.clone(), self.static_outputs)
+        # clones the tensors; pytree counts None (SAC's target step returns it) as a leaf, so keep non-tensors
+        return pytree.tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self.static_outputs)
 
 
 def maybe_cuda_graph(fn: Callable[..., Any], cudagraphs: bool, device: torch.device) -> Callable[..., Any]:

@@ -23,6 +23,7 @@ from torch import nn
 from embodied_rl.agents.common import (
     BATCH_KEYS,
     batch_fields,
+    check_compile_settings,
     check_state_keys,
     load_optimizer_state,
     observation_to_tensor,
@@ -113,6 +114,7 @@ class OfflineAgentBase:
         device: str | torch.device,
     ) -> None:
         check_state_spaces(self.name, observation_space, action_space)
+        check_compile_settings(compile_mode, cudagraphs)
         self.observation_space, self.action_space = observation_space, action_space
         self.obs_dim, self.action_dim = int(observation_space.shape[0]), int(action_space.shape[0])
         self.normalize_obs = normalize_obs

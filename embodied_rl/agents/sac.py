@@ -70,6 +70,7 @@ from torch import nn
 
 from embodied_rl.agents.common import (
     batch_fields,
+    check_compile_settings,
     check_state_keys,
     detached_parameters,
     load_optimizer_state,
@@ -211,6 +212,7 @@ class SAC:
             mixed_precision=mixed_precision,
         )
         self.augment, self.augment_pad = augment, augment_pad
+        check_compile_settings(compile_mode, cudagraphs)
         self.compile, self.compile_mode, self.cudagraphs = compile, compile_mode, cudagraphs
         self.device = resolve_device(device)
         self.num_updates = 0

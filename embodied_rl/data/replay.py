@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from embodied_rl.data.transitions import Transitions
+from embodied_rl.data.transitions import Transitions, indices_to
 
 ArrayLike = np.ndarray | torch.Tensor | float | bool
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
@@ -254,7 +254,7 @@ class ReplayBuffer:
             raise RuntimeError("cannot sample from an empty replay buffer")
         device = generator.device if generator is not None else self.device
         idx = torch.randint(self.size, (batch_size,), generator=generator, device=device)
-        idx = idx.to(self.device, non_blocking=True)
+        idx = indices_to(idx, self.device)
         return Transitions(**_unflatten({name: storage[idx] for name, storage in self._fields().items()}))
 
     def state_dict(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from embodied_rl.data.errors import DatasetError
 from embodied_rl.data.trajectory import Trajectory
-from embodied_rl.data.transitions import default_obs_dtype
+from embodied_rl.data.transitions import default_obs_dtype, indices_to
 
 
 @dataclass
@@ -89,7 +89,7 @@ class SegmentSampler:
 
     def gather(self, segment_index: torch.Tensor) -> Segments:
         """Segments by row of the window table, `segment_index` (N,) int64 in [0, num_segments)."""
-        segment_index = segment_index.to(self.device, non_blocking=True)
+        segment_index = indices_to(segment_index, self.device)
         obs_idx = self._table["obs_index"][segment_index, None] + self._obs_steps  # (N, H+1)
         step_idx = self._table["step_index"][segment_index, None] + self._steps  # (N, H)
         return Segments(

@@ -60,7 +60,14 @@ class Transitions:
         """A uniform minibatch (with replacement), drawn on the generator's device; no host sync."""
         device = generator.device if generator is not None else self.reward.device
         idx = torch.randint(len(self), (batch_size,), generator=generator, device=device)
-        return self.index(idx.to(self.reward.device, non_blocking=True))
+        return self.index(indices_to(idx, self.reward.device))
+
+
+def indices_to(idx: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Indices drawn on one device, moved to the data's: asynchronously only towards a GPU (a non-blocking copy
+    from a GPU to the host returns before the values land, and indexing would read them too early)."""
+    device = torch.device(device)
+    return idx.to(device, non_blocking=device.type == "cuda")
 
 
 def default_obs_dtype(observations: np.ndarray) -> torch.dtype:
