@@ -288,6 +288,18 @@ def test_offline_resume_continues_the_same_minibatch_stream(tiny_dataset, tmp_pa
         assert torch.allclose(value, b["actor"][key]), key
 
 
+def test_offline_resume_on_another_kind_of_device_reseeds_its_minibatches(tiny_dataset, tmp_path, capsys):
+    """`device=auto` run on a GPU, resumed where there is none: the CUDA generator's state cannot be restored."""
+    run_dir = tmp_path / "run"
+    train_in_process([*OFFLINE, f"run_dir={run_dir}", "trainer.total_updates=30"])
+    latest = run_dir / "checkpoints" / "latest.pt"
+    checkpoint = torch.load(latest, weights_only=False)
+    checkpoint["trainer"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
+    torch.save(checkpoint, latest)
+    assert train_in_process([*OFFLINE, f"run_dir={run_dir}", "resume=true", "logging.console=true"])["updates"] == 60
+    assert "minibatch generator ran on another kind of device; reseeded" in capsys.readouterr().out
+
+
 SSORL = [
     *OFFLINE,
     "experiment=ssorl",

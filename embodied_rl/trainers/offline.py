@@ -86,7 +86,14 @@ class OfflineTrainer:
         self.step = ckpt["trainer"]["step"]
         self.best_eval = ckpt["trainer"]["best_eval"]
         self.last_eval = ckpt["trainer"].get("last_eval")
-        self.generator.set_state(ckpt["trainer"]["generator"])
+        try:
+            self.generator.set_state(ckpt["trainer"]["generator"])
+        except RuntimeError:  # drawn on another kind of device: `device=auto` resumed on a machine without a GPU
+            self.generator.manual_seed(self.seed + self.step)
+            self.logger.summary(
+                "[resume] warning: the checkpoint's minibatch generator ran on another kind of device; reseeded, so "
+                "the minibatches from here on differ from those of an uninterrupted run"
+            )
         restore_rng_state(ckpt["rng"])
         self.logger.truncate_after(self.step)
 
