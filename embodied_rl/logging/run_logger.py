@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,12 @@ class RunLogger:
             from tqdm import tqdm
 
             tqdm.write(text)
+
+    def warning(self, text: str) -> None:
+        """One line on stderr, whatever `console` says: something the user should know about the run."""
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -90,7 +90,7 @@ class OfflineTrainer:
             self.generator.set_state(ckpt["trainer"]["generator"])
         except RuntimeError:  # drawn on another kind of device: `device=auto` resumed on a machine without a GPU
             self.generator.manual_seed(self.seed + self.step)
-            self.logger.summary(
+            self.logger.warning(
                 "[resume] warning: the checkpoint's minibatch generator ran on another kind of device; reseeded, so "
                 "the minibatches from here on differ from those of an uninterrupted run"
             )

@@ -106,7 +106,7 @@ class OnlineTrainer:
         else:
             self.warmup_until = self.step + max(self.cfg.seed_steps, self.cfg.batch_size)
             self.update_debt = 0.0
-            self.logger.summary(
+            self.logger.warning(
                 f"[resume] warning: the checkpoint holds no replay buffer (save_replay=false); "
                 f"{self.warmup_until - self.step} random steps refill it before updates resume"
             )
