@@ -269,6 +269,12 @@ def _train(cfg: DictConfig) -> dict:
     from embodied_rl.trainers.builders import ConfigError, resolve_device, seed_everything
     from embodied_rl.trainers.evaluation import describe_evaluation
 
+    removed = removed_keys()  # first: what reads a removed key fails with a traceback
+    if removed:
+        raise ConfigError(
+            f"removing config keys ({', '.join('~' + key for key in removed)}) is not supported: the code's default "
+            f"would apply with no trace in config.yaml; set a value instead (key=value)"
+        )
     if cfg.trainer.kind not in ("online", "offline"):
         raise ConfigError(f"trainer.kind must be 'online' or 'offline', got {cfg.trainer.kind!r}")
     check_run_settings(cfg)
@@ -286,7 +292,6 @@ def _train(cfg: DictConfig) -> dict:
     total = cfg.trainer.total_steps if cfg.trainer.kind == "online" else cfg.trainer.total_updates
     if resume_step is not None and resume_step >= total:
         return already_complete(cfg, run_dir, resume_step, total, device)
-    (run_dir / "results.json").unlink(missing_ok=True)  # a finished run being extended: not finished any more
     seed_everything(cfg.seed, cfg.deterministic)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     logger = RunLogger(run_dir, tensorboard=cfg.logging.tensorboard, console=cfg.logging.console)
@@ -306,8 +311,7 @@ def _train(cfg: DictConfig) -> dict:
 
 def check_run_settings(cfg: DictConfig) -> None:
     """One ConfigError for a top-level or logging key that train.py does not know, a value of the wrong type
-    (a flag given as `no` would count as true), a seed numpy cannot take, resume=true with overwrite=true, or a
-    key removed with `~key`."""
+    (a flag given as `no` would count as true), a seed numpy cannot take, or resume=true with overwrite=true."""
     from embodied_rl.trainers.builders import ConfigError
     from embodied_rl.validation import check_ranges, check_types
 
@@ -325,12 +329,6 @@ def check_run_settings(cfg: DictConfig) -> None:
                 OmegaConf.update(cfg, key, checked[key])
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume=true and overwrite=true contradict each other: continue the run or start afresh")
-    removed = removed_keys()
-    if removed:
-        raise ConfigError(
-            f"removing config keys ({', '.join('~' + key for key in removed)}) is not supported: the code's default "
-            f"would apply with no trace in config.yaml; set a value instead (key=value)"
-        )
 
 
 def removed_keys() -> list[str]:
@@ -379,6 +377,12 @@ def already_complete(cfg: DictConfig, run_dir: Path, step: int, total: int, devi
     return write_results(cfg, run_dir, {**evaluations, **counts}, device)
 
 
+def mark_unfinished(run_dir: Path) -> None:
+    """A finished run being extended is unfinished again once it trains (not before: a refused extension keeps
+    the results.json of the run as it is)."""
+    (run_dir / "results.json").unlink(missing_ok=True)
+
+
 def write_results(cfg: DictConfig, run_dir: Path, results: dict, device) -> dict:
     """results.json: the trainer's results (final and best evaluation, counts) and what the run was."""
     results = {**results, "task": cfg.env.task, "agent": cfg.agent.name, "seed": cfg.seed, "device": str(device)}
@@ -417,6 +421,7 @@ def train_online(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool,
         if resuming:
             trainer.resume(run_dir / "checkpoints")
             logger.summary(f"[resume] continuing {run_dir} from step {trainer.step}")
+        mark_unfinished(run_dir)
         return trainer.train()
     finally:
         envs.close()
@@ -549,6 +554,7 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool
         if resuming:
             trainer.resume(run_dir / "checkpoints")
             logger.summary(f"[resume] continuing {run_dir} from update {trainer.step}")
+        mark_unfinished(run_dir)
         results = trainer.train()
         results["dataset"] = dataset_id
         return results

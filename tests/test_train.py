@@ -113,9 +113,9 @@ def test_unknown_task_exits_with_code_2(tmp_path):
 
 def test_removing_a_config_key_is_an_error(tmp_path):
     """`~trainer.eval_every` would train with the dataclass default, which config.yaml would not record."""
-    result = run_cli(["~trainer.eval_every", "~agent.gamma", f"run_dir={tmp_path / 'run'}"])
+    result = run_cli(["~trainer.eval_every", "~agent.gamma", "~trainer.kind", f"run_dir={tmp_path / 'run'}"])
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "removing config keys (~trainer.eval_every, ~agent.gamma) is not supported" in result.stderr
+    assert "removing config keys (~trainer.eval_every, ~agent.gamma, ~trainer.kind) is not supported" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -531,7 +531,7 @@ def test_a_run_killed_before_its_results_json_gets_it_on_resume(kind, tmp_path, 
     assert json.loads(results_file.read_text()) == expected and "wrote the missing" in capsys.readouterr().out
 
 
-def test_a_run_being_extended_has_no_results_json_until_it_ends(tmp_path, monkeypatch):
+def test_extending_a_run_removes_its_results_json_once_it_trains(tmp_path, monkeypatch):
     import embodied_rl.trainers
 
     run_dir = tmp_path / "run"
@@ -541,10 +541,16 @@ def test_a_run_being_extended_has_no_results_json_until_it_ends(tmp_path, monkey
     def killed(self):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(embodied_rl.trainers.OnlineTrainer, "train", killed)
-    with pytest.raises(RuntimeError, match="killed"):
-        train_in_process([*args, "resume=true", "trainer.total_steps=200"])
+    longer = [*args, "resume=true", "trainer.total_steps=200"]
+    with pytest.raises(ConfigError, match="replay buffer"):  # refused before it trains: still a finished run
+        train_in_process([*longer, "trainer.replay_size=1000000000000"])
+    assert (run_dir / "results.json").exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(embodied_rl.trainers.OnlineTrainer, "train", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            train_in_process(longer)
     assert not (run_dir / "results.json").exists()  # else summarize.py would report it finished at step 100
+    assert train_in_process(longer)["steps"] == 200 and (run_dir / "results.json").exists()
 
 
 def test_extending_a_run_may_change_its_schedules_and_replay_size(tmp_path):
