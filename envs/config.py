@@ -29,7 +29,7 @@ class EnvConfig:
     distractors: str | None = None  # None | "train" | "test": RePo's visual distractors in rendered frames
     distractor_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_DISTRACTOR_KINDS))  # or one name
     seed: int | None = None  # seeds the first reset() (and the distractors); None: fresh entropy
-    shadows: bool = True  # shadows and reflections; False renders 3.5-4x (Meta-World) to 5x (Hopper) faster on OSMesa
+    shadows: bool = True  # shadows and reflections; False renders 3.5-4x (Meta-World) to 5-6x (Hopper) faster on OSMesa
 
     def __post_init__(self) -> None:
         self.task = canonical_task(self.task)

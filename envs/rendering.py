@@ -84,7 +84,7 @@ def configure_rendering_backend() -> str | None:
 
 
 def open_renderer(model, height: int, width: int, shadows: bool = True):
-    """A ``mujoco.Renderer`` for ``model``; ``shadows=False`` also drops reflections (3.5x to 5x faster on OSMesa).
+    """A ``mujoco.Renderer`` for ``model``; ``shadows=False`` also drops reflections (3.5x to 6x faster on OSMesa).
 
     The model's offscreen buffer is enlarged when the image is bigger than it (a visual-only setting).
     Any failure to create the GL context becomes one `RenderingBackendError`.

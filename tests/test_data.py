@@ -650,7 +650,7 @@ def test_collect_cli_with_frames(tmp_path, minari_root):
         "progress=false",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
-    environ = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
+    environ = dict(os.environ)  # MUJOCO_GL as conftest chose it
     done = subprocess.run(command, capture_output=True, text=True, env=environ, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     dataset_id = "embodied_rl/metaworld-drawer-open-v3/expert-frames-v0"

@@ -1,17 +1,13 @@
 """Visual distractors for RePo (embodied_rl.envs.distractors): tiny renders (32 px), a few frames each."""
 
-import os
+import gymnasium as gym
+import metaworld
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
 
-os.environ.setdefault("MUJOCO_GL", "osmesa")
-
-import gymnasium as gym  # noqa: E402
-import metaworld  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from gymnasium.utils.env_checker import check_env  # noqa: E402
-
-from embodied_rl.envs.distractors import (  # noqa: E402
+from embodied_rl.envs.distractors import (
     KINDS,
     SPLIT_SPECS,
     DistractorWrapper,

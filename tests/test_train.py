@@ -48,7 +48,7 @@ TINY = [
 
 
 def run_cli(args: list[str], cwd: Path = REPO, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
+    env = dict(os.environ)  # MUJOCO_GL as conftest chose it
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train.py"), *args],
         capture_output=True,
@@ -126,7 +126,7 @@ def test_existing_run_is_not_overwritten_silently(tiny_run):
 
 def start_run_until(args: list[str], ready) -> subprocess.Popen:
     """`python scripts/train.py <args>` in the background (stderr piped as text), once `ready()` is true."""
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
+    env = dict(os.environ)  # MUJOCO_GL as conftest chose it
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "train.py"), *args],
         cwd=REPO,
