@@ -119,16 +119,20 @@ def main(argv: list[str] | None = None) -> dict:
         prepare_out(out)
     staging = out / ".partial"  # this evaluation's videos until it is complete: a killed one leaves the last intact
     shutil.rmtree(staging, ignore_errors=True)
-    result = evaluate_policy(
-        policy,
-        env,
-        args.episodes,
-        seed=args.seed,
-        video_dir=staging / "videos",
-        videos=args.videos,
-        fps=args.fps,
-        progress=True,
-    )
+    try:
+        result = evaluate_policy(
+            policy,
+            env,
+            args.episodes,
+            seed=args.seed,
+            video_dir=staging / "videos",
+            videos=args.videos,
+            fps=args.fps,
+            progress=True,
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     result.update(info, task=env_cfg["task"], overrides=args.overrides)
     score = normalized_score_for(cfg, result["return_mean"])
     if score is not None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up used by the README's two commands and by CI.
-#   - Debian's libosmesa6 (CPU) or libegl1 (NVIDIA GPU) for headless MuJoCo rendering, when missing and we may
-#     install system packages;
+#   - Debian's libosmesa6 (CPU) or libegl1 + libopengl0 (NVIDIA GPU) for headless MuJoCo rendering, when
+#     missing and we may install system packages;
 #   - a virtual environment in .venv (override with VENV=...);
 #   - PyTorch: the CUDA build when an NVIDIA GPU is visible, otherwise the CPU build
 #     (so a laptop or CI machine never pulls several GB of CUDA libraries);
@@ -17,22 +17,27 @@ CPU_TORCH_INDEX=${CPU_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
-# Headless rendering: OSMesa on CPU, EGL (glvnd's loader; NVIDIA's driver brings the rest) with a GPU, as
-# embodied_rl.envs.rendering chooses. grep reads a process substitution, not a pipe: under pipefail,
-# `ldconfig -p | grep -q` can fail with 141 (SIGPIPE on ldconfig once grep exits early) and make an installed
-# library look missing.
-if has_gpu; then gl_library=libEGL.so.1 gl_package=libegl1; else gl_library=libOSMesa gl_package=libosmesa6; fi
-if ! grep -q "$gl_library" < <(ldconfig -p 2>/dev/null); then
+# Headless rendering as embodied_rl.envs.rendering chooses it: OSMesa on CPU, EGL with an NVIDIA GPU (glvnd's
+# loaders; the driver brings the rest). ldconfig's list is read whole: `ldconfig -p | grep -q` can fail under
+# pipefail with 141 (SIGPIPE once grep exits early) and make an installed library look missing.
+missing_libraries() {  # those of the named shared libraries that ldconfig does not know
+    local known
+    known=$(ldconfig -p 2>/dev/null || true)
+    for library in "$@"; do grep -q "$library" <<<"$known" || echo "$library"; done
+}
+if has_gpu; then gl_packages="libegl1 libopengl0" gl_libraries="libEGL.so.1 libOpenGL.so.0"
+else gl_packages=libosmesa6 gl_libraries=libOSMesa; fi
+missing=$(missing_libraries $gl_libraries)
+if [ -n "$missing" ]; then
+    install="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $gl_packages >/dev/null"
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "[setup] installing $gl_package (headless rendering)"
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$gl_package" >/dev/null) \
-            || echo "[setup] warning: could not install $gl_package; pixel observations will not render"
+        echo "[setup] installing $gl_packages (headless rendering)"
+        bash -c "$install" || echo "[setup] warning: could not install $gl_packages; pixel observations will not render"
     elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-        echo "[setup] installing $gl_package (headless rendering)"
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$gl_package" >/dev/null \
-            || echo "[setup] warning: could not install $gl_package; pixel observations will not render"
+        echo "[setup] installing $gl_packages (headless rendering)"
+        sudo bash -c "$install" || echo "[setup] warning: could not install $gl_packages; pixel observations will not render"
     else
-        echo "[setup] warning: $gl_library not found and no root; install Debian's $gl_package for headless rendering"
+        echo "[setup] warning:" $missing "not found and no root; install Debian's $gl_packages for headless rendering"
     fi
 fi
 

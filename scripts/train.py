@@ -361,20 +361,20 @@ def trainer_config_from(cfg: DictConfig):
 def already_complete(cfg: DictConfig, run_dir: Path, step: int, total: int, device) -> dict:
     """A resume of a finished run: nothing is trained, evaluated or logged again. A run killed after its last
     checkpoint but before its results.json gets it from that checkpoint, which holds the evaluations."""
+    from embodied_rl.trainers import OfflineTrainer, OnlineTrainer
     from embodied_rl.trainers.checkpoint import load_checkpoint
 
     print(f"[done] {run_dir} is already complete (checkpoint at {step}, total {total}); nothing to do")
     results = run_dir / "results.json"
     if results.exists():
         return json.loads(results.read_text())
-    trainer = load_checkpoint(run_dir / "checkpoints" / "latest.pt")["trainer"]
-    evaluations = {"final": trainer.get("last_eval"), "best": trainer.get("best_eval")}
+    trainer_state = load_checkpoint(run_dir / "checkpoints" / "latest.pt", mmap=True)["trainer"]
     if cfg.trainer.kind == "online":
-        counts = {"steps": trainer["step"], "updates": trainer["updates_done"]}
+        rebuilt = OnlineTrainer.results(trainer_state)
     else:
-        counts = {"updates": trainer["step"], "dataset": dataset_id_of(cfg)}
+        rebuilt = {**OfflineTrainer.results(trainer_state), "dataset": dataset_id_of(cfg)}
     print(f"[done] wrote the missing {results} from the checkpoint")
-    return write_results(cfg, run_dir, {**evaluations, **counts}, device)
+    return write_results(cfg, run_dir, rebuilt, device)
 
 
 def mark_unfinished(run_dir: Path) -> None:

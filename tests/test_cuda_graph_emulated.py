@@ -114,6 +114,6 @@ def test_compile_modes_are_checked_before_anything_compiles(agent):
     with pytest.raises(ValueError, match="compile_mode='fast'; torch.compile takes one of"):
         build(compile_mode="fast")
     with pytest.raises(ValueError, match="makes CUDA graphs of its own"):  # they cannot nest in ours
-        build(compile_mode="reduce-overhead", cudagraphs=True)
+        build(compile=True, compile_mode="reduce-overhead", cudagraphs=True)
     with pytest.warns(UserWarning, match="cudagraphs=True needs a CUDA device"):  # accepted; off CUDA, no graphs
         build(compile_mode="max-autotune-no-cudagraphs", cudagraphs=True)

@@ -57,7 +57,7 @@ def test_evaluation_with_overrides_does_not_replace_the_plain_one(run_copy, caps
 def test_evaluation_on_another_task_says_so(run_copy, capsys):
     load_script("evaluate").main([str(run_copy), *EVAL, "env.task=push-v3", "env.time_limit=2"])
     err = capsys.readouterr().err
-    assert "note: evaluating a policy trained on metaworld/reach-v3 on task metaworld/push-v3" in err
+    assert "note: the policy was trained on metaworld/reach-v3; this env is metaworld/push-v3" in err
     assert "Warning" not in err  # load_agent's warning is said once, as the note
     assert (run_copy / "eval" / "step_000000100" / "env.task=push-v3,env.time_limit=2" / "results.json").exists()
 
@@ -70,7 +70,7 @@ def test_load_agent_warns_when_the_env_is_of_another_task(run_copy):
     from embodied_rl.trainers import load_agent
     from embodied_rl.trainers.loading import OtherTaskWarning
 
-    with pytest.warns(OtherTaskWarning, match="trained on metaworld/reach-v3 on task metaworld/push-v3"):
+    with pytest.warns(OtherTaskWarning, match="trained on metaworld/reach-v3; this env is metaworld/push-v3"):
         load_agent(run_copy, env=make_env(task="push-v3"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", OtherTaskWarning)

@@ -253,6 +253,7 @@ def test_an_evaluation_that_fails_midway_leaves_the_previous_one_whole(tiny_run,
         load_script("evaluate").main([*args, "--seed", "7", "env.time_limit=3"])
     assert (videos / "episode_000.mp4").read_bytes() == b"old"
     assert (tmp_path / "results.json").read_text() == '{"seed": 100000}'
+    assert not (tmp_path / ".partial").exists()  # a failure cleans up; a kill leaves it to the next evaluation
     monkeypatch.undo()
     load_script("evaluate").main([*args, "--seed", "7", "--video-size", "32", "env.time_limit=3"])
     result = json.loads((tmp_path / "results.json").read_text())

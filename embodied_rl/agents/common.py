@@ -21,12 +21,13 @@ BATCH_KEYS = ("obs", "action", "reward", "next_obs", "terminated")
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def check_compile_settings(compile_mode: str | None, cudagraphs: bool) -> None:
-    """A `compile_mode` torch.compile knows, and none that makes CUDA graphs of its own inside ours."""
+def check_compile_settings(compile: bool, compile_mode: str | None, cudagraphs: bool) -> None:
+    """A `compile_mode` torch.compile knows, and, when compiling, none that makes CUDA graphs of its own inside
+    ours."""
     if compile_mode not in COMPILE_MODES:
         modes = ", ".join("null" if mode is None else mode for mode in COMPILE_MODES)
         raise ValueError(f"compile_mode={compile_mode!r}; torch.compile takes one of {modes}")
-    if cudagraphs and compile_mode in ("reduce-overhead", "max-autotune"):
+    if compile and cudagraphs and compile_mode in ("reduce-overhead", "max-autotune"):
         raise ValueError(
             f"compile_mode={compile_mode!r} makes CUDA graphs of its own, which cannot run inside cudagraphs=True's "
             "graph: use compile_mode=null or max-autotune-no-cudagraphs with it, or cudagraphs=false"

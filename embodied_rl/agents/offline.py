@@ -114,7 +114,7 @@ class OfflineAgentBase:
         device: str | torch.device,
     ) -> None:
         check_state_spaces(self.name, observation_space, action_space)
-        check_compile_settings(compile_mode, cudagraphs)
+        check_compile_settings(compile, compile_mode, cudagraphs)
         self.observation_space, self.action_space = observation_space, action_space
         self.obs_dim, self.action_dim = int(observation_space.shape[0]), int(action_space.shape[0])
         self.normalize_obs = normalize_obs

@@ -212,7 +212,7 @@ class SAC:
             mixed_precision=mixed_precision,
         )
         self.augment, self.augment_pad = augment, augment_pad
-        check_compile_settings(compile_mode, cudagraphs)
+        check_compile_settings(compile, compile_mode, cudagraphs)
         self.compile, self.compile_mode, self.cudagraphs = compile, compile_mode, cudagraphs
         self.device = resolve_device(device)
         self.num_updates = 0

@@ -149,9 +149,9 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
 
 
 def _check_complete(dataset: minari.MinariDataset, name: str) -> None:
-    """Refuse a dataset marked incomplete (before `_probe`: a file killed mid-append may also read as truncated)."""
-    marked = name is not None and incomplete_marker(name).exists()
-    if marked or dataset.storage.metadata.get(INCOMPLETE_KEY, False):
+    """Refuse a dataset marked incomplete, by its marker file or its metadata flag (before `_probe`: a file killed
+    mid-append may also read as truncated)."""
+    if incomplete_marker(name).exists() or dataset.storage.metadata.get(INCOMPLETE_KEY, False):
         raise DatasetError(_incomplete_message(name))
 
 

@@ -295,16 +295,16 @@ def metaworld_tiers(
     requests = {tier: _request(seed, episodes, reference_episodes, env_cfg) for tier in tiers}
     if "medium" in requests:
         requests["medium"].update({"recipe.noise_std": medium_noise, "recipe.epsilon": medium_eps})
-        if medium is None and name not in MEDIUM_NOISE:
-            warnings.warn(
-                f"the medium tier's epsilon was measured for {', '.join(MEDIUM_NOISE)} only; {name} gets "
-                f"noise_std {medium_noise}, epsilon {medium_eps}: check its success rate in the summary "
-                f"(make_datasets.py --medium-noise sets another)",
-                stacklevel=2,
-            )
     todo, rows = _pending(task, requests, overwrite)
     if not todo:
         return rows
+    if "medium" in todo and medium is None and name not in MEDIUM_NOISE:
+        warnings.warn(
+            f"the medium tier's epsilon was measured for {', '.join(MEDIUM_NOISE)} only; {name} gets "
+            f"noise_std {medium_noise}, epsilon {medium_eps}: check its success rate in the summary "
+            f"(make_datasets.py --medium-noise sets another)",
+            stacklevel=2,
+        )
     env = make_env(env_cfg)
     expert = scripted_expert(task)
     references = _references(env, expert, reference_episodes, seed, progress)

@@ -142,7 +142,8 @@ class ReplayBuffer:
     `next_obs` are stored separately, so observations take twice their size. `add` takes one transition
     or a batch from a vector env (leading dim N); the oldest rows are overwritten once full. `sample`
     draws uniformly with an optional `torch.Generator` and returns `Transitions` on `device` without
-    synchronising with it. `state_dict` / `load_state_dict` let a checkpoint hold the buffer.
+    synchronising with it (unless the generator is on a GPU and the buffer on the host: `indices_to`).
+    `state_dict` / `load_state_dict` let a checkpoint hold the buffer.
     """
 
     def __init__(

@@ -57,7 +57,8 @@ class Transitions:
         return replace(self, obs=fn(self.obs), next_obs=fn(self.next_obs))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Transitions:
-        """A uniform minibatch (with replacement), drawn on the generator's device; no host sync."""
+        """A uniform minibatch (with replacement), drawn on the generator's device; no host sync unless the generator
+        is on a GPU and the data on the host (`indices_to`)."""
         device = generator.device if generator is not None else self.reward.device
         idx = torch.randint(len(self), (batch_size,), generator=generator, device=device)
         return self.index(indices_to(idx, self.reward.device))

@@ -59,7 +59,7 @@ def other_task_message(cfg: DictConfig, env) -> str | None:
     trained, task = cfg.env.get("task"), env_task(env)
     if trained is None or task is None or full_task_name(trained) == task:
         return None
-    return f"evaluating a policy trained on {full_task_name(trained)} on task {task}"
+    return f"the policy was trained on {full_task_name(trained)}; this env is {task}"
 
 
 def load_run_config(path: str | Path) -> DictConfig:

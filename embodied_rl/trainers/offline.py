@@ -69,16 +69,22 @@ class OfflineTrainer:
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent.state_dict(), "trainer": self._trainer_state()}
+
+    def _trainer_state(self) -> dict[str, Any]:
         return {
-            "agent": self.agent.state_dict(),
-            "trainer": {
-                "step": self.step,
-                "best_eval": self.best_eval,
-                "last_eval": self.last_eval,
-                "config": asdict(self.cfg),
-                "generator": self.generator.get_state(),
-            },
+            "step": self.step,
+            "best_eval": self.best_eval,
+            "last_eval": self.last_eval,
+            "config": asdict(self.cfg),
+            "generator": self.generator.get_state(),
         }
+
+    @staticmethod
+    def results(trainer_state: dict[str, Any]) -> dict[str, Any]:
+        """What a run reports from the trainer's part of a checkpoint: final and best evaluation, updates."""
+        final, best = trainer_state["last_eval"], trainer_state["best_eval"]
+        return {"final": final, "best": best, "updates": trainer_state["step"]}
 
     def resume(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path)
@@ -136,7 +142,7 @@ class OfflineTrainer:
             self.last_eval = self.evaluate()
             self.best_eval = self.best_eval or self.last_eval
         self.logger.flush()
-        return {"final": self.last_eval, "best": self.best_eval, "updates": self.step}
+        return self.results(self._trainer_state())
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg

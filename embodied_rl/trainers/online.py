@@ -70,22 +70,28 @@ class OnlineTrainer:
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
-        state = {
-            "agent": self.agent.state_dict(),
-            "trainer": {
-                "step": self.step,
-                "updates_done": self.updates_done,
-                "update_debt": self.update_debt,
-                "episodes_done": self.episodes_done,
-                "best_eval": self.best_eval,
-                "last_eval": self.last_eval,
-                "action_rng": self.action_rng.bit_generator.state,
-                "config": asdict(self.cfg),
-            },
-        }
+        state = {"agent": self.agent.state_dict(), "trainer": self._trainer_state()}
         if self.cfg.save_replay:
             state["buffer"] = self.buffer.state_dict()
         return state
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "updates_done": self.updates_done,
+            "update_debt": self.update_debt,
+            "episodes_done": self.episodes_done,
+            "best_eval": self.best_eval,
+            "last_eval": self.last_eval,
+            "action_rng": self.action_rng.bit_generator.state,
+            "config": asdict(self.cfg),
+        }
+
+    @staticmethod
+    def results(trainer_state: dict[str, Any]) -> dict[str, Any]:
+        """What a run reports from the trainer's part of a checkpoint: final and best evaluation, steps, updates."""
+        final, best = trainer_state["last_eval"], trainer_state["best_eval"]
+        return {"final": final, "best": best, "steps": trainer_state["step"], "updates": trainer_state["updates_done"]}
 
     def resume(self, path: str | Path) -> None:
         """Continue from the checkpoint at `path` (a file or a checkpoints directory).
@@ -186,7 +192,7 @@ class OnlineTrainer:
             self.last_eval = self.evaluate()
             self.best_eval = self.best_eval or self.last_eval
         self.logger.flush()
-        return {"final": self.last_eval, "best": self.best_eval, "steps": self.step, "updates": self.updates_done}
+        return self.results(self._trainer_state())
 
     def _sample_batch(self):
         """A batch from the buffer, on the agent's device (`trainer.replay_device` may keep the buffer elsewhere)."""
