@@ -8,7 +8,6 @@ import functools
 import inspect
 import io
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_sac import eager_random_numbers
 
 from embodied_rl.agents import BC, IQL, TD3BC
 from embodied_rl.agents.iql import expectile_loss
@@ -560,15 +560,6 @@ def test_to_keeps_state_and_rng(name):
 
 
 # ---------------------------------------------------------------- compiled == eager
-@contextmanager
-def eager_random_numbers():
-    """Compiled code draws random numbers exactly as eager code does (inductor's `fallback_random`)."""
-    import torch._inductor.config as inductor_config
-
-    with inductor_config.patch(fallback_random=True):
-        yield
-
-
 def check_compiled_equals_eager(name: str, updates: int = 4) -> None:
     batches = [make_batch(i) for i in range(updates)]
     results = {}

@@ -472,11 +472,17 @@ def test_pixel_encoder_is_trained_by_the_critic_only():
 # ---------------------------------------------------------------- compiled == eager
 @contextmanager
 def eager_random_numbers():
-    """Compiled code draws random numbers exactly as eager code does (inductor's `fallback_random`)."""
+    """Compiled code draws random numbers exactly as eager code does (inductor's `fallback_random`). The setting
+    is not among torch.compile's guards, so graphs compiled before (or inside) are dropped on the way in and out:
+    every agent's step shares one compiled function."""
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch(fallback_random=True):
-        yield
+    torch._dynamo.reset()
+    try:
+        with inductor_config.patch(fallback_random=True):
+            yield
+    finally:
+        torch._dynamo.reset()
 
 
 def check_compiled_equals_eager(
