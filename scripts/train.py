@@ -6,20 +6,18 @@
 
 The run directory (default runs/<name>/<task>/seed<seed>) receives config.yaml, metrics.csv,
 TensorBoard events (tb/), checkpoints/, videos/ and results.json. A killed run continues with the
-same command plus `resume=true`; only the training length and the settings of RESUMABLE_KEYS (how often to
+same command plus `resume=true`; only the training length and the settings of run_dir.RESUMABLE_KEYS (how often to
 evaluate, log and checkpoint, the replay size, ...) may change then, to extend a run. A resume before the first
-checkpoint starts afresh; one of a finished run does nothing. Keys in KEYS_ADDED_LATER, missing from the
-config.yaml of runs made before they existed, may be present at their old-behaviour value. A run refused for
-its config before writing any output leaves no run directory behind.
+checkpoint starts afresh; one of a finished run does nothing. What a run directory holds and how a run starts
+in one: embodied_rl.trainers.run_dir. A run refused for its config before writing any output leaves no run
+directory behind.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sys
 from contextlib import contextmanager
@@ -29,6 +27,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import embodied_rl  # noqa: F401  (registers the config resolvers, e.g. ${full_task:...} of run_dir)
+from embodied_rl.trainers.run_dir import (
+    flatten,
+    mark_unfinished,
+    prepare_run_dir,
+    remove_unused_run_dir,
+    write_results,
+)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -58,167 +63,6 @@ CONFIG_GROUPS = tuple(
 )
 
 
-# What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
-RUN_OUTPUTS = (
-    *("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json", "results.json.tmp"),
-    *("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp"),  # SS-ORL: diagnostics, the arm's dataset
-)
-
-# Keys that may differ from the run's config.yaml on resume: the flags, the run directory's name, console
-# output, the training length (so a finished run can be extended), and settings that change neither the agent
-# nor its data: evaluation, logging and checkpoint schedules, and the replay size (the buffer keeps its newest
-# rows). Any other change is refused. logging.tensorboard is not resumable (the curves would have a gap), nor
-# trainer.keep_checkpoints (a smaller value would prune the checkpoints a dataset recipe still needs).
-RESUMABLE_KEYS = (
-    "resume",
-    "overwrite",
-    "name",
-    "run_dir",
-    "logging.console",
-    "trainer.progress",
-    "trainer.total_steps",
-    "trainer.total_updates",
-    "trainer.eval_every",
-    "trainer.eval_episodes",
-    "trainer.eval_videos",
-    "trainer.checkpoint_every",
-    "trainer.log_every",
-    "trainer.save_replay",
-    "trainer.replay_size",
-    "ssorl.idm.progress",
-)
-
-# Config keys the package gained after runs were made, each with the value that reproduces how runs behaved
-# before it existed: a run whose config.yaml lacks one may resume if the key holds that value.
-KEYS_ADDED_LATER = {
-    "agent.mixed_precision": False,  # 2026-11-23
-}
-
-# What Hydra writes into the run directory (hydra.run.dir) before train() starts.
-HYDRA_FILES = (".hydra", "train.log")
-
-
-def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
-    """Refuse to silently mix two runs in one directory; returns it and the step to resume from (or None).
-
-    overwrite=true, and resume=true before the first checkpoint, start afresh: old outputs are removed.
-    """
-    from embodied_rl.trainers.checkpoint import checkpoint_step, other_checkpoints
-
-    run_dir = Path(cfg.run_dir)
-    latest = run_dir / "checkpoints" / "latest.pt"
-    has_run = latest.exists() or (run_dir / "metrics.csv").exists()
-    if has_run and not (cfg.resume or cfg.overwrite):
-        from embodied_rl.trainers.builders import ConfigError
-
-        raise ConfigError(
-            f"{run_dir} already holds a run. Use resume=true to continue it, overwrite=true to "
-            f"start afresh, or another name=/run_dir=."
-        )
-    if cfg.resume and latest.exists():
-        check_resume_config(cfg, run_dir / "config.yaml")
-        try:
-            return run_dir, checkpoint_step(latest)
-        except (RuntimeError, KeyError) as err:  # a truncated or foreign file
-            from embodied_rl.trainers.builders import ConfigError
-
-            others = [p.name for p in other_checkpoints(latest)]  # not the newest step file: latest.pt is its link
-            hint = (
-                f"remove it and copy one of {', '.join(others)} (an older state) to {latest.name} to resume from there"
-                if others
-                else "no other checkpoint is left"
-            )
-            raise ConfigError(
-                f"cannot resume: {latest} is damaged ({err}); {hint}, or start afresh with overwrite=true"
-            ) from None
-    legacy = legacy_run_dir(run_dir, cfg.env.task)
-    if cfg.resume and (legacy / "checkpoints" / "latest.pt").exists():
-        from embodied_rl.trainers.builders import ConfigError
-
-        raise ConfigError(
-            f"{run_dir} holds no checkpoint, but {legacy} does: a run started with the bare task name before run "
-            f"directories named tasks in full; resume it with run_dir={legacy}"
-        )
-    if cfg.resume and (run_dir / "results.json").exists():
-        from embodied_rl.trainers.builders import ConfigError
-
-        raise ConfigError(
-            f"{run_dir} holds a finished run's results.json but no checkpoints/latest.pt to resume from; "
-            f"overwrite=true starts it afresh"
-        )
-    if cfg.resume or cfg.overwrite:
-        for item in RUN_OUTPUTS:
-            path = run_dir / item
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, None
-
-
-def legacy_run_dir(run_dir: Path, task: str) -> Path:
-    """Where a run of `task` given by its bare name went before run directories named tasks in full
-    (runs/<name>/reach-v3/seed1 for runs/<name>/metaworld/reach-v3/seed1); `run_dir` itself when that differs
-    in nothing (a run_dir= of the user's own)."""
-    from embodied_rl.envs.tasks import full_task_name
-
-    full = full_task_name(task)
-    return Path(str(run_dir).replace(f"/{full}/", f"/{full.rpartition('/')[2]}/", 1))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists and empty dicts are leaves."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def check_resume_config(cfg: DictConfig, stored: Path) -> None:
-    """Refuse to resume with a config that differs from the run's config.yaml (`stored`) outside
-    RESUMABLE_KEYS: a changed network or task would fail on the checkpoint, or silently mix two setups."""
-    from embodied_rl.trainers.builders import ConfigError
-
-    if not stored.exists():
-        raise ConfigError(
-            f"{stored} is missing, so resume=true cannot check that the run continues with its own config; "
-            f"restore it, or start afresh with overwrite=true"
-        )
-    old = _flatten(OmegaConf.to_container(OmegaConf.load(stored)))
-    if "env.task" in old:  # runs made before config.yaml named tasks in full may hold a bare name
-        from embodied_rl.envs.tasks import full_task_name
-
-        old["env.task"] = full_task_name(old["env.task"])
-    # Values derived from resumable keys may change with them (IQL's actor_lr_schedule_steps interpolates
-    # trainer.total_updates: its cosine schedule stretches to the new length), so compare a copy of the new
-    # config whose resumable keys hold their stored values.
-    probe = copy.deepcopy(cfg)
-    with open_dict(probe):
-        for key in RESUMABLE_KEYS:
-            if key in old:
-                OmegaConf.update(probe, key, old[key], merge=False)
-    new = _flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(probe, resolve=True))))
-    unset = "<unset>"
-    # A key the package gained after the run was made is missing from its config.yaml: it may hold the value
-    # that keeps the old behaviour (any other value, or any other new key, is a change).
-    added = sorted(k for k in new.keys() - old.keys() if k in KEYS_ADDED_LATER and new[k] == KEYS_ADDED_LATER[k])
-    changed = sorted(
-        k
-        for k in old.keys() | new.keys()
-        if k not in RESUMABLE_KEYS and k not in added and old.get(k, unset) != new.get(k, unset)
-    )
-    if changed:
-        diffs = "; ".join(f"{k}: {old.get(k, unset)} -> {new.get(k, unset)}" for k in changed)
-        raise ConfigError(
-            f"resume=true with a config that differs from {stored}: {diffs}. Resume with the run's config "
-            f"(only the training length, the evaluation, logging and checkpoint settings and trainer.replay_size "
-            f"may change) or start afresh with overwrite=true"
-        )
-    if added:
-        print(f"note: {stored} predates {', '.join(added)}; resuming with the earlier behaviour", file=sys.stderr)
-
-
 @contextmanager
 def config_errors():
     """Report a ValueError raised while building the run's pieces from its config as a ConfigError."""
@@ -246,21 +90,6 @@ def train(cfg: DictConfig) -> dict:
     except (UnknownTaskError, DatasetError, ConfigError):
         remove_unused_run_dir(Path(cfg.run_dir))
         raise
-
-
-def remove_unused_run_dir(run_dir: Path) -> None:
-    """Remove `run_dir` if it holds nothing but Hydra's files and config.yaml, and the folders above it
-    that this leaves empty, up to the working directory."""
-    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= {*HYDRA_FILES, "config.yaml"}:
-        return
-    if Path.cwd().resolve().is_relative_to(run_dir.resolve()):  # run_dir=. (or above): never remove it
-        return
-    shutil.rmtree(run_dir)
-    cwd = Path.cwd().resolve()
-    for parent in run_dir.resolve().parents:
-        if parent == cwd or not parent.is_relative_to(cwd) or any(parent.iterdir()):
-            break
-        parent.rmdir()
 
 
 def _train(cfg: DictConfig) -> dict:
@@ -315,7 +144,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     from embodied_rl.trainers.builders import ConfigError
     from embodied_rl.validation import check_ranges, check_types
 
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     known_prefixes = tuple(f"{group}." for group in CONFIG_GROUPS)
     unknown = sorted(k for k in flat if k not in RUN_SETTING_TYPES and not k.startswith(known_prefixes))
     if unknown:
@@ -375,21 +204,6 @@ def already_complete(cfg: DictConfig, run_dir: Path, step: int, total: int, devi
         rebuilt = {**OfflineTrainer.results(trainer_state), "dataset": dataset_id_of(cfg)}
     print(f"[done] wrote the missing {results} from the checkpoint")
     return write_results(cfg, run_dir, rebuilt, device)
-
-
-def mark_unfinished(run_dir: Path) -> None:
-    """A finished run being extended is unfinished again once it trains (not before: a refused extension keeps
-    the results.json of the run as it is)."""
-    (run_dir / "results.json").unlink(missing_ok=True)
-
-
-def write_results(cfg: DictConfig, run_dir: Path, results: dict, device) -> dict:
-    """results.json: the trainer's results (final and best evaluation, counts) and what the run was."""
-    results = {**results, "task": cfg.env.task, "agent": cfg.agent.name, "seed": cfg.seed, "device": str(device)}
-    partial = run_dir / "results.json.tmp"
-    partial.write_text(json.dumps(results, indent=2))
-    partial.replace(run_dir / "results.json")
-    return results
 
 
 def train_online(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool, device, logger) -> dict:
