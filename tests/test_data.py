@@ -122,6 +122,8 @@ def test_dict_observations_round_trip_and_obs_key():
 
 def test_dataset_ids_follow_minari_rules():
     assert dataset_id_for("metaworld/drawer-open-v3", "expert") == "embodied_rl/metaworld-drawer-open-v3/expert-v0"
+    assert dataset_id_for("drawer-open-v3", "expert") == "embodied_rl/metaworld-drawer-open-v3/expert-v0"  # bare
+    assert dataset_id_for("Hopper-v5", "random") == "embodied_rl/mujoco-Hopper-v5/random-v0"
     assert dataset_name_for("scripted", 0.3, 0.1) == "scripted-noise30-eps10"
     assert dataset_name_for("scripted", 0.0, 0.0, frames=True) == "expert-frames"
     assert dataset_name_for("random", obs_mode="state+pixels") == "random-state-pixels"
