@@ -24,7 +24,7 @@ _LIBRARIES = {
     "osmesa": ("libOSMesa.so.8", "libOSMesa.so.6", "libOSMesa.so"),
 }
 _INSTALL_HINT = (
-    "Headless rendering needs EGL on a GPU machine (NVIDIA driver and `apt install libegl1`, then "
+    "Headless rendering needs EGL on a GPU machine (NVIDIA driver and `apt install libegl1 libopengl0`, then "
     "MUJOCO_GL=egl) or OSMesa on a CPU machine (`apt install libosmesa6`, then MUJOCO_GL=osmesa). Set "
     "MUJOCO_GL before mujoco is imported, or import embodied_rl.envs first and it is chosen for you."
 )
