@@ -27,13 +27,6 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import embodied_rl  # noqa: F401  (registers the config resolvers, e.g. ${full_task:...} of run_dir)
-from embodied_rl.trainers.run_dir import (
-    flatten,
-    mark_unfinished,
-    prepare_run_dir,
-    remove_unused_run_dir,
-    write_results,
-)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -84,6 +77,7 @@ def train(cfg: DictConfig) -> dict:
     from embodied_rl.data import DatasetError
     from embodied_rl.envs import UnknownTaskError
     from embodied_rl.trainers.builders import ConfigError
+    from embodied_rl.trainers.run_dir import remove_unused_run_dir
 
     try:
         return _train(cfg)
@@ -97,6 +91,7 @@ def _train(cfg: DictConfig) -> dict:
     from embodied_rl.logging import RunLogger
     from embodied_rl.trainers.builders import ConfigError, resolve_device, seed_everything
     from embodied_rl.trainers.evaluation import describe_evaluation
+    from embodied_rl.trainers.run_dir import prepare_run_dir, write_results
 
     removed = removed_keys()  # first: what reads a removed key fails with a traceback
     if removed:
@@ -142,6 +137,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     """One ConfigError for a top-level or logging key that train.py does not know, a value of the wrong type
     (a flag given as `no` would count as true), a seed numpy cannot take, or resume=true with overwrite=true."""
     from embodied_rl.trainers.builders import ConfigError
+    from embodied_rl.trainers.run_dir import flatten
     from embodied_rl.validation import check_ranges, check_types
 
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
@@ -192,6 +188,7 @@ def already_complete(cfg: DictConfig, run_dir: Path, step: int, total: int, devi
     checkpoint but before its results.json gets it from that checkpoint, which holds the evaluations."""
     from embodied_rl.trainers import OfflineTrainer, OnlineTrainer
     from embodied_rl.trainers.checkpoint import load_checkpoint
+    from embodied_rl.trainers.run_dir import write_results
 
     print(f"[done] {run_dir} is already complete (checkpoint at {step}, total {total}); nothing to do")
     results = run_dir / "results.json"
@@ -211,6 +208,7 @@ def train_online(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool,
     from embodied_rl.envs import make_env, make_vector_env
     from embodied_rl.trainers import OnlineTrainer
     from embodied_rl.trainers.builders import make_agent, resolve_device
+    from embodied_rl.trainers.run_dir import mark_unfinished
 
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     t = cfg.trainer
@@ -333,6 +331,7 @@ def train_offline(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool
     from embodied_rl.envs import make_env
     from embodied_rl.trainers import OfflineTrainer
     from embodied_rl.trainers.builders import make_agent
+    from embodied_rl.trainers.run_dir import mark_unfinished
 
     with config_errors():
         env = make_env(OmegaConf.to_container(cfg.env, resolve=True))

@@ -25,6 +25,7 @@ from script_helpers import CONFIGS, REPO, load_script, train_in_process
 
 from embodied_rl.data import DatasetError
 from embodied_rl.trainers.builders import ConfigError
+from embodied_rl.trainers.run_dir import remove_unused_run_dir
 
 # A tiny but complete online run: 2 evaluations, checkpoints every 100 steps.
 TINY = [
@@ -1011,7 +1012,7 @@ def test_a_config_error_never_removes_the_working_directory(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "config.yaml").write_text("seed: 1\n")
-    load_script("train").remove_unused_run_dir(Path("."))
+    remove_unused_run_dir(Path("."))
     assert (tmp_path / "config.yaml").exists()
 
 
