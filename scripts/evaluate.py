@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import shutil
 import sys
@@ -188,9 +187,9 @@ def replace_results(out: Path, staging: Path, result: dict) -> None:
             videos.mkdir(parents=True, exist_ok=True)
             record["video"] = str(Path(record["video"]).replace(videos / Path(record["video"]).name))
     shutil.rmtree(staging, ignore_errors=True)
-    partial = out / ".results.json.partial"
-    partial.write_text(json.dumps(result, indent=2))
-    partial.replace(out / "results.json")
+    from embodied_rl.trainers.run_dir import write_json
+
+    write_json(out / "results.json", result)
 
 
 def prepare_out(out: Path) -> None:

@@ -190,7 +190,12 @@ def mark_unfinished(run_dir: Path) -> None:
 def write_results(cfg: DictConfig, run_dir: Path, results: dict, device) -> dict:
     """results.json: the trainer's results (final and best evaluation, counts) and what the run was."""
     results = {**results, "task": cfg.env.task, "agent": cfg.agent.name, "seed": cfg.seed, "device": str(device)}
-    partial = run_dir / "results.json.tmp"
-    partial.write_text(json.dumps(results, indent=2))
-    partial.replace(run_dir / "results.json")
+    write_json(run_dir / "results.json", results)
     return results
+
+
+def write_json(path: Path, data: dict) -> None:
+    """`data` as indented JSON at `path`, whole or not at all (written beside it as `<name>.tmp`, then renamed)."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(data, indent=2))
+    partial.replace(path)
