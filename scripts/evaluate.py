@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import shutil
 import sys
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     result.update(info, task=env_cfg["task"], overrides=args.overrides)
-    score = normalized_score_for(cfg, result["return_mean"])
+    score = normalized_score_for(cfg, result["return_mean"], None if args.scripted else (run_dir, run_cfg))
     if score is not None:
         result["normalized_score"] = score
     replace_results(out, staging, result)
@@ -223,19 +224,40 @@ def step_file(path: Path) -> Path:
     return path
 
 
-def normalized_score_for(cfg, episode_return: float) -> float | None:
-    """The D4RL-style score of an offline run, from its dataset's reference returns (when the dataset is here)."""
+def normalized_score_for(cfg, episode_return: float, run=None) -> float | None:
+    """The D4RL-style score of an offline run, from its dataset's reference returns (when the dataset is here).
+    `run`: (run directory, the run's own config), to find the dataset it trained on."""
     if cfg.get("trainer") is None or cfg.trainer.get("kind") != "offline":
         return None
-    from embodied_rl.data import dataset_id_for, open_dataset
+    from embodied_rl.data import open_dataset
     from embodied_rl.trainers import normalized_score
 
-    name = cfg.trainer.dataset
     try:
-        metadata = open_dataset(name if "/" in name else dataset_id_for(cfg.env.task, name)).storage.metadata
+        metadata = open_dataset(offline_dataset_id(cfg, run)).storage.metadata
     except Exception:
         return None
     return normalized_score(episode_return, metadata.get("ref_min_score"), metadata.get("ref_max_score"))
+
+
+def offline_dataset_id(cfg, run=None) -> str:
+    """The Minari id of the dataset whose references score this evaluation: the one the run trained on, as its
+    results.json records it (a run made before task names were canonicalised may have used a bare-name id),
+    unless the overrides change the task or the dataset; else `trainer.dataset` resolved for `env.task`."""
+    from embodied_rl.data import dataset_id_for
+
+    if run is not None:
+        run_dir, run_cfg = run
+        same = all(
+            OmegaConf.select(cfg, key) == OmegaConf.select(run_cfg, key) for key in ("env.task", "trainer.dataset")
+        )
+        try:
+            recorded = json.loads((run_dir / "results.json").read_text()).get("dataset") if same else None
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if isinstance(recorded, str):
+            return recorded
+    name = cfg.trainer.dataset
+    return name if "/" in name else dataset_id_for(cfg.env.task, name)
 
 
 if __name__ == "__main__":

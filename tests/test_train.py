@@ -276,6 +276,25 @@ def test_offline_iql_run_writes_outputs_with_normalised_score_and_evaluates(tiny
     )
     assert evaluated["normalized_score"] == pytest.approx(100 * evaluated["return_mean"] / 300.0)
 
+    # a run made on a dataset of another id (a bare-name one, before ids were canonicalised) is scored with the
+    # references of the dataset its results.json records, not of the id its config would resolve to today
+    from embodied_rl.data import collect_dataset, make_behaviour_policy
+    from embodied_rl.envs import make_env
+
+    env = make_env(task="metaworld/reach-v3", time_limit=30)
+    policy = make_behaviour_policy("scripted", env, "metaworld/reach-v3", noise_std=0.5, seed=0)
+    legacy = "embodied_rl/reach-v3/tiny-v0"
+    collect_dataset(
+        env, policy, legacy, episodes=1, progress=False, metadata={"ref_min_score": 0.0, "ref_max_score": 600.0}
+    )
+    env.close()
+    recorded = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps({**recorded, "dataset": legacy}))
+    evaluated = load_script("evaluate").main(
+        [str(run_dir), "--episodes", "1", "--videos", "0", "--out", str(out), "--device", "cpu", "--video-size", "32"]
+    )
+    assert evaluated["normalized_score"] == pytest.approx(100 * evaluated["return_mean"] / 600.0)
+
 
 def test_offline_resume_continues_the_same_minibatch_stream(tiny_dataset, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
