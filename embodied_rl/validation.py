@@ -1,5 +1,5 @@
 """Range checks of settings (agent hyperparameters, trainer and IDM settings), so that a bad value is one clear
-error naming every offending key before anything is built or run."""
+error naming every offending key before anything is built or run; `flatten` gives a nested config's dotted keys."""
 
 from __future__ import annotations
 
@@ -110,3 +110,14 @@ def check_field_types(config: Any, what: str, prefix: str = "") -> None:
     checked = check_types(what, vars(config), {f.name: f.type for f in dataclasses.fields(config)}, prefix)
     for key, value in checked.items():
         setattr(config, key, value)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and empty dicts are leaves."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -137,8 +137,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     """One ConfigError for a top-level or logging key that train.py does not know, a value of the wrong type
     (a flag given as `no` would count as true), a seed numpy cannot take, or resume=true with overwrite=true."""
     from embodied_rl.trainers.builders import ConfigError
-    from embodied_rl.trainers.run_dir import flatten
-    from embodied_rl.validation import check_ranges, check_types
+    from embodied_rl.validation import check_ranges, check_types, flatten
 
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     known_prefixes = tuple(f"{group}." for group in CONFIG_GROUPS)

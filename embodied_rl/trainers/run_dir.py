@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from embodied_rl.envs.tasks import full_task_name
 from embodied_rl.trainers.builders import ConfigError
 from embodied_rl.trainers.checkpoint import checkpoint_step, other_checkpoints
+from embodied_rl.validation import flatten
 
 # What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
 RUN_OUTPUTS = (
@@ -113,17 +114,6 @@ def legacy_run_dir(run_dir: Path, task: str) -> Path:
     in nothing (a run_dir= of the user's own)."""
     full = full_task_name(task)
     return Path(str(run_dir).replace(f"/{full}/", f"/{full.rpartition('/')[2]}/", 1))
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists and empty dicts are leaves."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def check_resume_config(cfg: DictConfig, stored: Path) -> None:
