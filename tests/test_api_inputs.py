@@ -67,6 +67,16 @@ def test_update_takes_column_rewards_bool_terminations_and_names_a_missing_field
             agent.update(incomplete)
 
 
+@pytest.mark.parametrize("agent_class", [SAC, IQL, TD3BC, BC])
+def test_agents_refuse_a_device_torch_cannot_use_with_the_reason(agent_class):
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N, got 'tpu'"):
+        agent_class(OBS, ACT, **SMALL, device="tpu")
+    count = torch.cuda.device_count()
+    reason = "CUDA is not available" if count == 0 else f"torch sees {count} GPU"
+    with pytest.raises(ValueError, match=reason):
+        agent_class(OBS, ACT, **SMALL, device="cuda" if count == 0 else f"cuda:{count}")
+
+
 def test_bc_refuses_a_flat_action_for_a_one_dimensional_action_space():
     one_d = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     agent = BC(OBS, one_d, **SMALL)

@@ -34,13 +34,6 @@ def check_compile_settings(compile: bool, compile_mode: str | None, cudagraphs: 
         )
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # dtypes a batch field may have (float32 for the others): pixels stay uint8, gymnasium's `terminated` is bool
 BATCH_DTYPES = {
     "obs": (torch.float32, torch.uint8),

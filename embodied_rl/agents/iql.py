@@ -62,7 +62,7 @@ from embodied_rl.validation import check_ranges
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """Asymmetric squared loss of Kostrikov et al. 2021, eq. 5: mean of |tau - 1(u < 0)| * u^2, u = `diff`.
+    """Asymmetric squared loss of Kostrikov et al. (ICLR 2022), eq. 5: mean of |tau - 1(u < 0)| * u^2, u = `diff`.
 
     With tau = 0.5 it is half the mean squared error; tau -> 1 pushes V towards the maximum of Q over the
     dataset's actions."""

@@ -27,9 +27,9 @@ from embodied_rl.agents.common import (
     check_state_keys,
     load_optimizer_state,
     observation_to_tensor,
-    resolve_device,
 )
 from embodied_rl.data.normalization import ObservationNormalizer
+from embodied_rl.devices import resolve_device
 from embodied_rl.nn import mlp
 from embodied_rl.nn.mlp import Activation
 

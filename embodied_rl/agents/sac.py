@@ -77,10 +77,10 @@ from embodied_rl.agents.common import (
     make_adam,
     maybe_cuda_graph,
     observation_to_tensor,
-    resolve_device,
     soft_update_,
 )
 from embodied_rl.agents.functional_step import FunctionalStep
+from embodied_rl.devices import resolve_device
 from embodied_rl.nn import EnsembleMLP, ObservationEncoder, TanhNormal, map_pixels, mlp, random_shift
 from embodied_rl.nn.mlp import Activation
 from embodied_rl.nn.observation import Observation

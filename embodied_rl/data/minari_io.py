@@ -49,7 +49,7 @@ def dataset_id_for(task: str, name: str, version: int = 0) -> str:
     The namespace is the env's gymnasium id (`embodied_rl/metaworld-drawer-open-v3`), the name says how
     the data was made. A bare task name (`"drawer-open-v3"`) gives the same id as the full one.
     """
-    from embodied_rl.envs.tasks import full_task_name  # the data layer sits below envs: import when used
+    from embodied_rl.envs.tasks import full_task_name  # when used: importing envs registers every task
 
     dataset_id = f"{NAMESPACE}/{full_task_name(task).replace('/', '-')}/{name}-v{version}"
     validate_dataset_id(dataset_id)

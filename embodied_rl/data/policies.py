@@ -128,9 +128,9 @@ def _cuda_index(device: Any) -> int | None:
     """The CUDA device index of `device` ("auto": CUDA when available), or None for a CPU device."""
     import torch
 
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    from embodied_rl.devices import resolve_device
+
+    device = resolve_device(device)
     if device.type != "cuda":
         return None
     return torch.cuda.current_device() if device.index is None else device.index

@@ -1,4 +1,4 @@
-"""The one trajectory schema (docs/CONTRACTS.md); transitions, segments and sequences are views of it."""
+"""The one trajectory schema (docs/data.md); transitions, segments and sequences are views of it."""
 
 from __future__ import annotations
 

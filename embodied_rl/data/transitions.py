@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -51,10 +51,6 @@ class Transitions:
     def index(self, idx: torch.Tensor) -> Transitions:
         """The transitions at `idx` (a (B,) int64 tensor on the same device)."""
         return self._map(lambda t: t[idx])
-
-    def map_obs(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Transitions:
-        """Apply `fn` to `obs` and `next_obs` (e.g. `normalizer.normalize`)."""
-        return replace(self, obs=fn(self.obs), next_obs=fn(self.next_obs))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Transitions:
         """A uniform minibatch (with replacement), drawn on the generator's device; no host sync unless the generator

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from embodied_rl.agents.common import resolve_device
 from embodied_rl.data.errors import DatasetError
 from embodied_rl.data.trajectory import Trajectory
+from embodied_rl.devices import resolve_device
 from embodied_rl.labelling.inverse_dynamics import IDMConfig, InverseDynamicsModel, train_inverse_dynamics
 from embodied_rl.validation import check_ranges, check_types
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embodied_rl import devices
 from embodied_rl.validation import check_types
 
 # config name -> "module:Class"; imported lazily so a missing optional piece never breaks the others.
@@ -31,22 +32,11 @@ class ConfigError(ValueError):
 
 
 def resolve_device(device: str = "auto", option: str = "device") -> torch.device:
-    """`auto` picks CUDA when available; anything but auto, cpu, cuda and cuda:N, a CUDA request without a GPU and
-    a cuda:N torch does not see are errors, naming `option` (the setting or flag that gave `device`)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`embodied_rl.devices.resolve_device`, its refusal a ConfigError (naming `option`)."""
     try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        resolved = None
-    if resolved is None or resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{option} must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{option}={device} requested but CUDA is not available (use {option}=auto or cpu)")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise ConfigError(f"{option}={device} requested but torch sees {count} GPU(s) (cuda:0 to cuda:{count - 1})")
-    return resolved
+        return devices.resolve_device(device, option)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

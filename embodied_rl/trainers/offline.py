@@ -140,7 +140,8 @@ class OfflineTrainer:
         bar.close()
         if self.last_eval is None or self.last_eval.get("step") != self.step:  # no evaluation at this update yet
             self.last_eval = self.evaluate()
-            self.best_eval = self.best_eval or self.last_eval
+            if is_better(self.last_eval, self.best_eval):
+                self.best_eval = self.last_eval
         self.logger.flush()
         return self.results(self._trainer_state())
 
