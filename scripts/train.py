@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 from contextlib import contextmanager
@@ -278,9 +279,18 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, de
             diagnostics = json.loads(report.read_text())
             logger.summary(f"[ssorl] resumed with the arm's dataset of {saved.name} (the IDM is not trained again)")
         else:  # a new run, or a resume of one made before runs kept their dataset
+            from embodied_rl.logging import RunLogger
+
+            shutil.rmtree(run_dir / "idm", ignore_errors=True)  # curves of an IDM trained again start afresh
+            idm_logger = RunLogger(run_dir / "idm", tensorboard=cfg.logging.tensorboard, console=cfg.logging.console)
             trajectories, diagnostics = prepare_ssorl_dataset(
-                trajectories, OmegaConf.to_container(cfg.ssorl, resolve=True), seed=cfg.seed, device=str(device)
+                trajectories,
+                OmegaConf.to_container(cfg.ssorl, resolve=True),
+                seed=cfg.seed,
+                logger=idm_logger,  # the IDM's own step axis: its curves in <run>/idm/ (metrics.csv, tb/)
+                device=str(device),
             )
+            idm_logger.close()
             save_arm_dataset(saved, trajectories)
             report.write_text(json.dumps(diagnostics, indent=2, default=float))
         proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}

@@ -344,6 +344,12 @@ def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_data
     rows = metric_rows(run_dir, drop=())
     assert float(rows[0]["ssorl/proxy_action_mse"]) == pytest.approx(diagnostics["proxy_action_mse"])
     assert json.loads((run_dir / "results.json").read_text())["updates"] == 60
+    # the IDM's curves, on its own step axis, beside the run's (its metrics.csv and TensorBoard events)
+    idm_rows = metric_rows(run_dir / "idm", drop=())
+    assert [int(float(row["step"])) for row in idm_rows] == diagnostics["idm"]["eval_steps"] == [20, 40]
+    assert [float(row["idm/val_nll"]) for row in idm_rows] == pytest.approx(diagnostics["idm"]["val_nll"])
+    assert not any(key.startswith("idm/") for key in rows[0])
+    assert list((run_dir / "idm" / "tb").glob("events.out.tfevents.*"))
 
 
 # ------------------------------------------------------------------ divergence

@@ -261,7 +261,7 @@ def prepare_ssorl_dataset(
     }
     if logger is not None:
         logger.summary(
-            f"ssorl split: {len(labelled)} labelled (mean return {diagnostics['labelled_return_mean']:.1f}), "
+            f"[ssorl] split: {len(labelled)} labelled (mean return {diagnostics['labelled_return_mean']:.1f}), "
             f"{len(unlabelled)} unlabelled (mean return {diagnostics['unlabelled_return_mean']:.1f})"
         )
 
@@ -275,7 +275,7 @@ def prepare_ssorl_dataset(
         diagnostics.update({f"proxy_action_{key}": value for key, value in error.items()})
         if logger is not None:
             logger.summary(
-                f"ssorl IDM: best step {report.best_step}, val nll {report.best_val_nll:.4g}, val mse "
+                f"[ssorl] IDM: best step {report.best_step}, val nll {report.best_val_nll:.4g}, val mse "
                 f"{report.best_val_mse:.4g}; proxy-action mse on unlabelled {error['mse']:.4g}"
             )
 

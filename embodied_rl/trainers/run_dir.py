@@ -25,7 +25,7 @@ from embodied_rl.validation import flatten
 # What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
 RUN_OUTPUTS = (
     *("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json", "results.json.tmp"),
-    *("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp"),  # SS-ORL: diagnostics, the arm's dataset
+    *("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp", "idm"),  # SS-ORL: diagnostics, dataset, IDM curves
 )
 
 # Keys that may differ from the run's config.yaml on resume: the flags, the run directory's name, console
