@@ -188,7 +188,7 @@ def replace_results(out: Path, staging: Path, result: dict) -> None:
             videos.mkdir(parents=True, exist_ok=True)
             record["video"] = str(Path(record["video"]).replace(videos / Path(record["video"]).name))
     shutil.rmtree(staging, ignore_errors=True)
-    from embodied_rl.trainers.run_dir import write_json
+    from embodied_rl.files import write_json
 
     write_json(out / "results.json", result)
 

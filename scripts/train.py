@@ -271,6 +271,7 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, de
     dataset_id = dataset_id_of(cfg)
     trajectories = load_trajectories(dataset_id, env=env)
     if cfg.get("ssorl") is not None:
+        from embodied_rl.files import write_json
         from embodied_rl.pipelines.ssorl import load_arm_dataset, prepare_ssorl_dataset, save_arm_dataset
 
         saved, report = run_dir / "ssorl_dataset.npz", run_dir / "ssorl.json"
@@ -292,7 +293,7 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, de
             )
             idm_logger.close()
             save_arm_dataset(saved, trajectories)
-            report.write_text(json.dumps(diagnostics, indent=2, default=float))
+            write_json(report, diagnostics)
         proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
         if proxy:  # diagnosis only: the true actions of the unlabelled part are never trained on
             if not resuming:  # a resumed run logged it already

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from embodied_rl.files import atomic_write
+
 
 def _to_float(value: Any) -> float:
     if isinstance(value, torch.Tensor):
@@ -115,10 +117,8 @@ class RunLogger:
         return out
 
     def _rewrite_csv(self) -> None:
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_write(self.csv_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns)
             writer.writeheader()
             for row in self._rows:
                 writer.writerow(self._format(row))
-        tmp.replace(self.csv_path)

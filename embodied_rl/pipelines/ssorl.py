@@ -26,7 +26,6 @@ labelled trajectories are a `labelled_fraction` of the dataset drawn from its lo
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from embodied_rl.data.errors import DatasetError
 from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.devices import resolve_device
+from embodied_rl.files import atomic_write
 from embodied_rl.labelling.inverse_dynamics import IDMConfig, InverseDynamicsModel, train_inverse_dynamics
 from embodied_rl.validation import check_ranges, check_types
 
@@ -303,12 +303,8 @@ def save_arm_dataset(path: str | Path, dataset: Sequence[Trajectory]) -> None:
         "actions": np.concatenate([np.asarray(t.actions, dtype=np.float32) for t in dataset]),  # (sum steps, A)
         "proxy_action": np.concatenate(proxy).astype(bool),  # (sum steps,)
     }
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as f:
+    with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 def load_arm_dataset(trajectories: Sequence[Trajectory], path: str | Path) -> list[Trajectory]:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from embodied_rl.files import atomic_write
+
 LATEST = "latest.pt"
 
 
@@ -47,12 +49,8 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"step": step, "rng": capture_rng_state(), **state}
     path = directory / f"step_{step:09d}.pt"
-    tmp = directory / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them `path`
-    os.replace(tmp, path)
     latest_tmp = directory / f".{LATEST}.tmp"
     if latest_tmp.exists():
         latest_tmp.unlink()

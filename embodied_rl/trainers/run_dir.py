@@ -10,7 +10,6 @@ the package gained later, `KEYS_ADDED_LATER`, may be present at their old-behavi
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from embodied_rl.envs.tasks import full_task_name
+from embodied_rl.files import write_json
 from embodied_rl.trainers.builders import ConfigError
 from embodied_rl.trainers.checkpoint import checkpoint_step, other_checkpoints
 from embodied_rl.validation import flatten
@@ -182,10 +182,3 @@ def write_results(cfg: DictConfig, run_dir: Path, results: dict, device) -> dict
     results = {**results, "task": cfg.env.task, "agent": cfg.agent.name, "seed": cfg.seed, "device": str(device)}
     write_json(run_dir / "results.json", results)
     return results
-
-
-def write_json(path: Path, data: dict) -> None:
-    """`data` as indented JSON at `path`, whole or not at all (written beside it as `<name>.tmp`, then renamed)."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(json.dumps(data, indent=2))
-    partial.replace(path)
