@@ -36,8 +36,9 @@ from embodied_rl.data.collection import (
     dataset_name_for,
     reference_returns,
 )
-from embodied_rl.data.policies import RandomPolicy, make_behaviour_policy, scripted_expert
+from embodied_rl.data.policies import RandomPolicy, scripted_expert
 from embodied_rl.envs import make_env
+from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
 from embodied_rl.trainers.loading import mismatch_message
 from embodied_rl.validation import check_ranges, check_types
 

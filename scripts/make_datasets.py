@@ -24,7 +24,7 @@ from embodied_rl import cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from embodied_rl.data.recipes import METAWORLD_TASKS, METAWORLD_TIERS, SAC_RUN_TIERS
+    from embodied_rl.pipelines.offline_datasets import METAWORLD_TASKS, METAWORLD_TIERS, SAC_RUN_TIERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     suites = parser.add_subparsers(dest="suite", required=True)
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(args.root)
     from embodied_rl.data import DatasetError
-    from embodied_rl.data.recipes import RecipeError, metaworld_tiers, sac_run_tiers
     from embodied_rl.envs.tasks import METAWORLD, UnknownTaskError, resolve_task
+    from embodied_rl.pipelines.offline_datasets import RecipeError, metaworld_tiers, sac_run_tiers
 
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
     start, rows = time.time(), []

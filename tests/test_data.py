@@ -31,13 +31,13 @@ from embodied_rl.data import (
     collect_dataset,
     dataset_id_for,
     load_trajectories,
-    make_behaviour_policy,
     minari_io,
     open_dataset,
     transitions_from_trajectories,
     write_dataset,
 )
 from embodied_rl.data.collection import dataset_name_for
+from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
 
 REPO = Path(__file__).resolve().parents[1]
 OBS_DIM, ACT_DIM = 3, 2

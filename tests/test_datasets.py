@@ -1,4 +1,4 @@
-"""Graded offline datasets: embodied_rl.data.recipes, load_checkpoint_policy and scripts/make_datasets.py.
+"""Graded offline datasets: embodied_rl.pipelines.offline_datasets, load_checkpoint_policy and scripts/make_datasets.py.
 
 Meta-World tiers are built once (drawer-open, 7 full-length episodes per tier: at short time limits the
 medium tier cannot be told from random), the D4RL tiers from a tiny SAC run of scripts/train.py on Hopper
@@ -23,18 +23,18 @@ from embodied_rl.data import (
     ReplayBuffer,
     Trajectory,
     load_trajectories,
-    make_behaviour_policy,
     open_dataset,
     write_dataset,
 )
 from embodied_rl.data.minari_io import INCOMPLETE_KEY, dataset_exists, update_metadata
-from embodied_rl.data.recipes import (
+from embodied_rl.pipelines.offline_datasets import (
     MEDIUM_NOISE,
     MIXED_LEVELS,
     RecipeError,
     _stored_settings,
     episodes_from_replay,
     eval_returns_from_metrics,
+    make_behaviour_policy,
     metaworld_tiers,
     pick_medium_step,
     sac_run_tiers,
@@ -219,12 +219,12 @@ def test_medium_tier_of_a_task_without_measured_noise_warns():
 
 
 def test_ctrl_c_in_make_datasets_is_one_line_and_exit_130(monkeypatch, capsys):
-    import embodied_rl.data.recipes
+    import embodied_rl.pipelines.offline_datasets
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(embodied_rl.data.recipes, "metaworld_tiers", interrupted)
+    monkeypatch.setattr(embodied_rl.pipelines.offline_datasets, "metaworld_tiers", interrupted)
     with pytest.raises(SystemExit) as exit_info:
         load_script("make_datasets").main(["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--no-progress"])
     assert exit_info.value.code == 130
@@ -280,7 +280,7 @@ def test_make_datasets_medium_noise_is_the_medium_tiers_noise_std_and_epsilon(mi
 def test_make_datasets_passes_the_mujoco_options_to_the_recipe(monkeypatch):
     import inspect
 
-    from embodied_rl.data import recipes
+    from embodied_rl.pipelines import offline_datasets as recipes
 
     calls, signature = [], inspect.signature(recipes.sac_run_tiers)
 
@@ -383,8 +383,8 @@ def test_pick_medium_step_is_the_first_checkpoint_reaching_the_fraction():
 
 
 def test_load_checkpoint_policy_rebuilds_the_saved_agent(tiny_run):
-    from embodied_rl.data.policies import load_checkpoint_policy
     from embodied_rl.trainers.checkpoint import load_checkpoint
+    from embodied_rl.trainers.loading import load_checkpoint_policy
 
     env = tiny_env(tiny_run)
     obs, info = env.reset(seed=0)
@@ -413,7 +413,7 @@ def test_load_checkpoint_policy_rebuilds_the_saved_agent(tiny_run):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sampled_checkpoint_actions_on_cuda_are_seeded_and_keep_the_cuda_rng(tiny_run):
-    from embodied_rl.data.policies import load_checkpoint_policy
+    from embodied_rl.trainers.loading import load_checkpoint_policy
 
     env = tiny_env(tiny_run)
     obs, info = env.reset(seed=0)

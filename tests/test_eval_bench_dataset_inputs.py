@@ -14,7 +14,7 @@ import torch
 from script_helpers import load_script
 from test_scripts_cli import tiny_run  # noqa: F401  (module fixture: a reach-v3 SAC run, checkpoints 50 and 100)
 
-from embodied_rl.data.recipes import RecipeError, metaworld_tiers, sac_run_tiers
+from embodied_rl.pipelines.offline_datasets import RecipeError, metaworld_tiers, sac_run_tiers
 
 EVAL = ["--episodes", "1", "--videos", "0", "--device", "cpu"]
 
@@ -189,7 +189,7 @@ def test_recipes_refuse_zero_reference_episodes(minari_root, tiny_run):  # noqa:
 
 
 def test_make_datasets_checks_the_summary_path_before_building(minari_root, tmp_path, monkeypatch):
-    import embodied_rl.data.recipes as recipes
+    import embodied_rl.pipelines.offline_datasets as recipes
 
     built = []
     monkeypatch.setattr(recipes, "metaworld_tiers", lambda task, *args: built.append(task) or [])

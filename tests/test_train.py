@@ -235,8 +235,9 @@ OFFLINE = [
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     """Six 30-step episodes of the noisy scripted expert on reach-v3, with reference returns."""
-    from embodied_rl.data import collect_dataset, dataset_id_for, make_behaviour_policy
+    from embodied_rl.data import collect_dataset, dataset_id_for
     from embodied_rl.envs import make_env
+    from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
 
     root = tmp_path_factory.mktemp("minari")
     previous = os.environ.get("MINARI_DATASETS_PATH")
@@ -278,8 +279,9 @@ def test_offline_iql_run_writes_outputs_with_normalised_score_and_evaluates(tiny
 
     # a run made on a dataset of another id (a bare-name one, before ids were canonicalised) is scored with the
     # references of the dataset its results.json records, not of the id its config would resolve to today
-    from embodied_rl.data import collect_dataset, make_behaviour_policy
+    from embodied_rl.data import collect_dataset
     from embodied_rl.envs import make_env
+    from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
 
     env = make_env(task="metaworld/reach-v3", time_limit=30)
     policy = make_behaviour_policy("scripted", env, "metaworld/reach-v3", noise_std=0.5, seed=0)

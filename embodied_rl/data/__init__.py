@@ -16,7 +16,7 @@ from embodied_rl.data.minari_io import (
     write_dataset,
 )
 from embodied_rl.data.normalization import ObservationNormalizer
-from embodied_rl.data.policies import NoisyPolicy, RandomPolicy, make_behaviour_policy
+from embodied_rl.data.policies import NoisyPolicy, RandomPolicy
 from embodied_rl.data.replay import ReplayBuffer
 from embodied_rl.data.segments import Segments, SegmentSampler
 from embodied_rl.data.sequences import SequenceReplay, Sequences
@@ -40,7 +40,6 @@ __all__ = [
     "dataset_id_for",
     "iterate_rollouts",
     "load_trajectories",
-    "make_behaviour_policy",
     "open_dataset",
     "reference_returns",
     "rollout",

@@ -1,4 +1,5 @@
-"""Rebuild a trained agent from a run directory or checkpoint file (evaluation, datasets, fine-tuning).
+"""Rebuild a trained agent from a run directory or checkpoint file (evaluation, datasets, fine-tuning), as an
+agent (`load_agent`) or as a behaviour policy that generates datasets (`load_checkpoint_policy`).
 
 A run directory of `scripts/train.py` holds `config.yaml` (the resolved Hydra config) and
 `checkpoints/step_*.pt` / `checkpoints/latest.pt`; the config names the agent and its hyperparameters,
@@ -12,9 +13,12 @@ from pathlib import Path
 from textwrap import shorten
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from embodied_rl import devices
 from embodied_rl.envs.tasks import full_task_name
 from embodied_rl.trainers.builders import make_agent, resolve_device
 from embodied_rl.trainers.checkpoint import load_checkpoint
@@ -130,3 +134,70 @@ def space_shape(space):
     if hasattr(space, "spaces") and isinstance(space.spaces, dict):
         return {key: sub.shape for key, sub in space.spaces.items()}
     return space.shape
+
+
+# ---------------------------------------------------------------- a trained agent as a behaviour policy
+
+
+class CheckpointPolicy:
+    """A trained agent as a behaviour policy: `agent.act(obs, deterministic)`.
+
+    Stochastic actions (the default, as D4RL's SAC datasets; Fu et al. 2020) are sampled with torch's
+    global RNG (CPU, and the agent's CUDA device if it has one) inside a fork seeded by `seed`, so a dataset
+    is reproducible and the caller's torch RNG is untouched.
+    """
+
+    def __init__(self, agent: Any, deterministic: bool = False, seed: int | None = None):
+        self.agent, self.deterministic = agent, deterministic
+        self._rng_state = _seeded_state(torch.device("cpu"), seed)
+        self._cuda = _cuda_index(getattr(agent, "device", "cpu"))  # None for a CPU agent
+        self._cuda_state = None if self._cuda is None else _seeded_state(torch.device("cuda", self._cuda), seed)
+
+    def __call__(self, obs: Any, info: dict[str, Any] | None = None) -> np.ndarray:
+        if self.deterministic:
+            return self.agent.act(obs, deterministic=True)
+        cuda = [] if self._cuda is None else [self._cuda]
+        with torch.random.fork_rng(devices=cuda):
+            torch.set_rng_state(self._rng_state)
+            if cuda:
+                torch.cuda.set_rng_state(self._cuda_state, self._cuda)
+            action = self.agent.act(obs, deterministic=False)
+            self._rng_state = torch.get_rng_state()
+            if cuda:
+                self._cuda_state = torch.cuda.get_rng_state(self._cuda)
+        return action
+
+
+def _seeded_state(device: Any, seed: int | None) -> Any:
+    """The state of a fresh generator on `device`, seeded by `seed` (or randomly)."""
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator.get_state()
+
+
+def _cuda_index(device: Any) -> int | None:
+    """The CUDA device index of `device` ("auto": CUDA when available), or None for a CPU device."""
+    device = devices.resolve_device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
+def load_checkpoint_policy(
+    path: str | None, env: gym.Env, deterministic: bool = False, seed: int | None = None, device: str = "cpu"
+) -> CheckpointPolicy:
+    """The agent saved by `scripts/train.py` at `path` (a run directory: its `latest.pt`, or one
+    `checkpoints/step_*.pt` file), rebuilt for `env`'s spaces, as `policy(obs, info) -> action`.
+
+    Actions are sampled from the agent's policy unless `deterministic` (then its mode, as in evaluation);
+    sampling is seeded by `seed` and never moves torch's global RNG (CPU, nor the CUDA device of `device`).
+    """
+    if path is None:
+        raise ValueError("policy.kind=checkpoint needs policy.checkpoint: a run directory or a .pt file")
+    cuda = _cuda_index(device)
+    with torch.random.fork_rng(devices=[] if cuda is None else [cuda]):  # building draws initial weights
+        agent, _, _ = load_agent(path, env=env, device=device)
+    return CheckpointPolicy(agent, deterministic, seed)

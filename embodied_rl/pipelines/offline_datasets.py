@@ -42,13 +42,16 @@ from tqdm import tqdm
 
 from embodied_rl.data import minari_io
 from embodied_rl.data.collection import REFERENCE_SEED_OFFSET, reference_returns, rollout, write_trajectories
-from embodied_rl.data.policies import NoisyPolicy, Policy, RandomPolicy, load_checkpoint_policy, scripted_expert
+from embodied_rl.data.policies import NoisyPolicy, Policy, RandomPolicy, scripted_expert
 from embodied_rl.data.replay import chronological_rows
 from embodied_rl.data.trajectory import Trajectory
+from embodied_rl.trainers.checkpoint import load_checkpoint
+from embodied_rl.trainers.loading import load_checkpoint_policy
 from embodied_rl.validation import check_ranges
 
 METAWORLD_TIERS = ("expert", "medium", "random", "mixed")
 SAC_RUN_TIERS = ("random", "medium", "medium-replay", "expert")
+POLICY_KINDS = ("scripted", "random", "checkpoint")  # make_behaviour_policy
 METAWORLD_TASKS = (
     "drawer-open-v3", "button-press-v3", "door-open-v3", "window-open-v3", "sweep-into-v3", "plate-slide-v3",
 )  # fmt: skip
@@ -490,7 +493,6 @@ def sac_run_tiers(
 
     from embodied_rl.envs import make_env, to_env_config
     from embodied_rl.envs.tasks import UnknownTaskError, resolve_task
-    from embodied_rl.trainers.checkpoint import load_checkpoint
 
     _check_tiers(tiers, SAC_RUN_TIERS)
     _check_ranges(
@@ -632,3 +634,29 @@ def sac_run_tiers(
     finally:
         env.close()
     return sorted(rows, key=lambda row: list(tiers).index(row["tier"])), choice
+
+
+def make_behaviour_policy(
+    kind: str,
+    env: gym.Env,
+    task: str,
+    noise_std: float = 0.0,
+    epsilon: float = 0.0,
+    checkpoint: str | None = None,
+    seed: int | None = None,
+    deterministic: bool = False,
+) -> Policy:
+    """The policy that generates a dataset: `scripted` (Meta-World expert), `random`, or `checkpoint`
+    (sampled actions unless `deterministic`); `noise_std` / `epsilon` grade the scripted and checkpoint
+    policies."""
+    if kind == "random":
+        return RandomPolicy(env.action_space, seed)
+    if kind == "scripted":
+        base = scripted_expert(task)
+    elif kind == "checkpoint":
+        base = load_checkpoint_policy(checkpoint, env, deterministic, seed)
+    else:
+        raise ValueError(f"unknown policy kind {kind!r}; choose one of {', '.join(POLICY_KINDS)}")
+    if noise_std == 0 and epsilon == 0:
+        return base
+    return NoisyPolicy(base, env.action_space, noise_std, epsilon, seed)
