@@ -304,6 +304,13 @@ def test_make_datasets_passes_the_mujoco_options_to_the_recipe(monkeypatch):
     assert call["medium_step"] is None and call["progress"] is False
 
 
+def test_normalized_score_is_zero_at_the_random_reference_and_100_at_the_expert():
+    from embodied_rl.trainers import normalized_score
+
+    assert [normalized_score(r, 10.0, 50.0) for r in (10.0, 30.0, 50.0, 70.0)] == [0.0, 50.0, 100.0, 150.0]
+    assert normalized_score(30.0, None, 50.0) is None and normalized_score(30.0, 50.0, 50.0) is None
+
+
 def test_tier_summary_normalises_the_return_between_the_reference_scores():
     """D4RL's normalised score: 0 at the random policy's reference return, 100 at the expert's."""
     zeros = np.zeros(3, dtype=bool)

@@ -251,6 +251,28 @@ def test_action_repeat_matches_repeated_steps_of_the_real_env():
         np.testing.assert_array_equal(obs, steps[3 * k + 2][0])
 
 
+def test_time_limit_refuses_to_step_after_termination():
+    from embodied_rl.envs.wrappers import TimeLimit
+
+    class EndsAtStepTwo(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            self.t = 0
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.zeros(1, np.float32), 0.0, self.t == 2, False, {}
+
+    env = TimeLimit(EndsAtStepTwo(), max_steps=10)
+    env.reset()
+    assert [env.step(np.zeros(1, np.float32))[2] for _ in range(2)] == [False, True]
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.zeros(1, np.float32))
+
+
 def test_time_limit_truncates_and_then_refuses_to_step():
     env = make_env(task="mujoco/Hopper-v5", time_limit=5, seed=0)
     with pytest.raises(gym.error.ResetNeeded):

@@ -389,6 +389,54 @@ def test_td3bc_actor_loss_by_hand():
     assert all(p.grad is None for p in agent.critic.parameters())  # lambda and Q carry no critic gradient
 
 
+def test_td3bc_critic_loss_by_hand_sums_the_critics_mean_squared_errors():
+    """TD3 Algorithm 1 with noise-free smoothing (policy_noise=0): y = r + gamma (1 - d) min_i Q'_i(s', pi'(s'))."""
+    agent = make("td3bc", policy_noise=0.0, gamma=0.9, normalize_obs=False)
+    g = torch.Generator().manual_seed(5)
+    obs, next_obs = torch.randn(BATCH, OBS_DIM, generator=g), torch.randn(BATCH, OBS_DIM, generator=g)
+    action, reward = torch.rand(BATCH, ACT_DIM, generator=g) * 2 - 1, torch.randn(BATCH, generator=g)
+    terminated = (torch.rand(BATCH, generator=g) < 0.3).float()
+    loss, _ = agent.critic_loss(obs, action, reward, next_obs, terminated)
+    with torch.no_grad():
+        next_q = agent.critic_target(next_obs, agent.actor_target(next_obs))  # (E, B)
+        y = reward + 0.9 * (1 - terminated) * next_q.min(dim=0).values
+        q = agent.critic(obs, action)  # (E, B)
+    assert q.shape[0] == 2
+    torch.testing.assert_close(loss, sum(((q[i] - y) ** 2).mean() for i in range(2)))
+
+
+def test_td3bc_target_networks_are_polyak_averaged_on_actor_steps():
+    agent = make("td3bc", tau=0.1, normalize_obs=False)  # policy_update_every=2: targets move at update 2
+    agent.update(make_batch(1))
+    before = [[p.clone() for p in m.parameters()] for m in (agent.actor_target, agent.critic_target)]
+    agent.update(make_batch(2))
+    pairs = ((agent.actor_target, agent.actor), (agent.critic_target, agent.critic))
+    for old, (target, online) in zip(before, pairs):
+        for old_p, target_p, online_p in zip(old, target.parameters(), online.parameters()):
+            torch.testing.assert_close(target_p, old_p + 0.1 * (online_p - old_p))
+            assert not torch.equal(target_p, old_p)
+
+
+def test_gaussian_actor_clips_log_sigma_to_its_bounds():
+    agent = make("iql", log_std_bounds=(-5.0, 2.0), normalize_obs=False)
+    obs, action = torch.randn(4, OBS_DIM), torch.rand(4, ACT_DIM) * 2 - 1
+    for raw, clipped in ((5.0, 2.0), (-30.0, -5.0)):
+        with torch.no_grad():
+            agent.actor.log_std.fill_(raw)
+        mean, log_std = agent.actor(obs)
+        assert torch.equal(log_std, torch.full((ACT_DIM,), clipped))
+        expected = torch.distributions.Normal(mean, torch.exp(torch.tensor(clipped))).log_prob(action).sum(-1)
+        torch.testing.assert_close(agent.actor.log_prob(obs, action), expected)
+
+
+def test_bc_mse_loss_is_summed_over_action_dimensions():
+    agent = make("bc_mse", normalize_obs=False)
+    obs, action = torch.randn(BATCH, OBS_DIM), torch.rand(BATCH, ACT_DIM) * 2 - 1
+    with torch.no_grad():
+        expected = ((agent.actor(obs) - action) ** 2).sum(-1).mean()
+    torch.testing.assert_close(agent.bc_loss(obs, action), expected)
+
+
 def test_td3bc_target_uses_smoothed_target_policy():
     """Terminal transitions: the target is the reward; otherwise it bootstraps clipped noisy target actions."""
     agent = make("td3bc", noise_clip=0.0)

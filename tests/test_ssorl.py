@@ -94,6 +94,8 @@ def test_split_rounds_to_at_least_one_and_quantile_one_uses_everything():
     trajectories = [linear_trajectory(e, steps=3) for e in range(7)]
     labelled, unlabelled = split_trajectories(trajectories, labelled_fraction=0.01, return_quantile=0.2, seed=0)
     assert len(labelled) == 1 and labelled[0].episode_id in (0, 1)  # pool: ceil(0.2 * 7) = 2 lowest
+    labelled, _ = split_trajectories(trajectories, labelled_fraction=0.3, return_quantile=0.2, seed=0)
+    assert sorted(t.episode_id for t in labelled) == [0, 1]  # round(2.1) = 2 of a pool of ceil(1.4) = 2
     drawn = set()
     for seed in range(60):
         labelled, _ = split_trajectories(trajectories, labelled_fraction=0.3, return_quantile=1.0, seed=seed)

@@ -803,7 +803,18 @@ def test_online_resume_continues_the_random_streams_of_the_uninterrupted_run(tmp
     resumed.resume(tmp_path / "split")
     resumed.train()
     assert resumed.updates_done == whole.updates_done == updates
+    assert resumed.episodes_done == whole.episodes_done == 4  # 2 envs x 6 steps of 3-step episodes
     torch.testing.assert_close(resumed.buffer.action[:12], whole.buffer.action[:12], rtol=0, atol=0)
+
+
+def test_resume_without_a_replay_buffer_refills_at_least_one_batch_before_updating(tmp_path):
+    options = dict(seed_steps=2, batch_size=8, save_replay=False)
+    tiny_online_trainer(tmp_path, total_steps=6, **options).train()  # updates from step 2; checkpoint at 6
+    resumed = tiny_online_trainer(tmp_path, total_steps=20, **options)
+    resumed.resume(tmp_path)
+    assert resumed.warmup_until == 6 + 8  # max(seed_steps, batch_size) random steps, not seed_steps
+    resumed.train()
+    assert resumed.updates_done == 6 + 8  # 2 per vector step: 3 steps before the checkpoint, 4 from step 14 on
 
 
 def test_evaluation_is_deterministic_counts_success_at_any_step_and_records_every_frame(tmp_path, monkeypatch):
