@@ -4,7 +4,7 @@ and the two accelerations of an update step (`torch.compile`, CUDA graphs)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from embodied_rl.nn import EnsembleMLP
+from embodied_rl.nn.mlp import Activation
 from embodied_rl.nn.observation import Observation
 
 BATCH_KEYS = ("obs", "action", "reward", "next_obs", "terminated")
@@ -220,3 +222,23 @@ def maybe_cuda_graph(fn: Callable[..., Any], cudagraphs: bool, device: torch.dev
         warnings.warn("cudagraphs=True needs a CUDA device; running without CUDA graphs", stacklevel=1)
         return fn
     return CudaGraphStep(fn)
+
+
+class Critic(nn.Module):
+    """`num_critics` Q-functions as one ensemble (one vmapped MLP): (features or state (B, F), action (B, A)) ->
+    Q values (E, B). SAC, IQL and TD3+BC share it; `layer_norm` after each hidden layer (SAC's option)."""
+
+    def __init__(
+        self,
+        feature_dim: int,
+        action_dim: int,
+        hidden_dims: Sequence[int],
+        activation: Activation,
+        num_critics: int,
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        self.q = EnsembleMLP(num_critics, feature_dim + action_dim, hidden_dims, 1, activation, layer_norm)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.q(torch.cat([features, action], dim=-1)).squeeze(-1)  # (E, B, 1) -> (E, B)

@@ -54,10 +54,10 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import make_adam, maybe_cuda_graph, soft_update_
+from embodied_rl.agents.common import Critic, make_adam, maybe_cuda_graph, soft_update_
 from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.agents.offline import GaussianActor, OfflineAgentBase
-from embodied_rl.nn import EnsembleMLP, mlp
+from embodied_rl.nn import mlp
 from embodied_rl.validation import check_ranges
 
 
@@ -68,17 +68,6 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     dataset's actions."""
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
     return (weight * diff.square()).mean()
-
-
-class Critic(nn.Module):
-    """`num_critics` Q-functions as one ensemble: (obs (B, S), action (B, A)) -> Q values (E, B)."""
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: Sequence[int], activation: str, num_critics: int):
-        super().__init__()
-        self.q = EnsembleMLP(num_critics, obs_dim + action_dim, hidden_dims, 1, activation)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.q(torch.cat([obs, action], dim=-1)).squeeze(-1)  # (E, B, 1) -> (E, B)
 
 
 # Allowed values of the hyperparameters (embodied_rl.validation.in_range)

@@ -69,6 +69,7 @@ import torch
 from torch import nn
 
 from embodied_rl.agents.common import (
+    Critic,
     batch_fields,
     check_compile_settings,
     check_state_keys,
@@ -81,7 +82,7 @@ from embodied_rl.agents.common import (
 )
 from embodied_rl.agents.functional_step import FunctionalStep
 from embodied_rl.devices import resolve_device
-from embodied_rl.nn import EnsembleMLP, ObservationEncoder, TanhNormal, map_pixels, mlp, random_shift
+from embodied_rl.nn import ObservationEncoder, TanhNormal, map_pixels, mlp, random_shift
 from embodied_rl.nn.mlp import Activation
 from embodied_rl.nn.observation import Observation
 from embodied_rl.validation import check_ranges
@@ -107,25 +108,6 @@ class Actor(nn.Module):
         unit = 0.5 * (torch.tanh(raw_log_std) + 1.0)  # (0, 1)
         log_std = self.log_std_min + (self.log_std_max - self.log_std_min) * unit
         return TanhNormal(mean, log_std.exp())
-
-
-class Critic(nn.Module):
-    """`num_critics` Q-functions as one ensemble: (features (B, F), action (B, A)) -> Q values (E, B)."""
-
-    def __init__(
-        self,
-        feature_dim: int,
-        action_dim: int,
-        hidden_dims: Sequence[int],
-        activation: Activation,
-        num_critics: int,
-        layer_norm: bool,
-    ):
-        super().__init__()
-        self.q = EnsembleMLP(num_critics, feature_dim + action_dim, hidden_dims, 1, activation, layer_norm)
-
-    def forward(self, features: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.q(torch.cat([features, action], dim=-1)).squeeze(-1)  # (E, B, 1) -> (E, B)
 
 
 class Temperature(nn.Module):

@@ -45,13 +45,13 @@ import torch
 from torch import nn
 
 from embodied_rl.agents.common import (
+    Critic,
     detached_parameters,
     make_adam,
     maybe_cuda_graph,
     soft_update_,
 )
 from embodied_rl.agents.functional_step import FunctionalStep
-from embodied_rl.agents.iql import Critic
 from embodied_rl.agents.offline import DeterministicActor, OfflineAgentBase
 from embodied_rl.validation import check_ranges
 
