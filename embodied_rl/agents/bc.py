@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from embodied_rl.agents.common import make_adam, maybe_cuda_graph
-from embodied_rl.agents.functional_step import FunctionalStep
+from embodied_rl.agents.functional_step import training_step
 from embodied_rl.agents.offline import DeterministicActor, GaussianActor, OfflineAgentBase
 from embodied_rl.validation import check_ranges
 
@@ -77,12 +77,12 @@ class BC(OfflineAgentBase):
         self.optimizer = make_adam(self.actor.parameters(), self.lr, self._capturable)
 
     def _setup_steps(self) -> None:
-        step = self._step_eager
-        if self.compile:  # the whole step as one compiled graph (embodied_rl.agents.functional_step)
-            functional = FunctionalStep([(self.actor, self.optimizer)], self._forward, compile_mode=self.compile_mode)
+        """Wrap the update step (see SAC._setup_steps); re-run after the optimiser state is replaced."""
+        how = {"compile": self.compile, "compile_mode": self.compile_mode}
+        trained = training_step([(self.actor, self.optimizer)], self._forward, **how)
 
-            def step(obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
-                return functional(obs, action)[0]
+        def step(obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+            return trained(obs, action)[0]
 
         self._step = maybe_cuda_graph(step, self.cudagraphs, self.device)
 
@@ -105,13 +105,6 @@ class BC(OfflineAgentBase):
         if self.loss == "nll":
             metrics["log_std_mean"] = self.actor.log_std.detach().mean()
         return loss, metrics
-
-    def _step_eager(self, obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss, metrics = self._forward(obs, action)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return metrics
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         """One gradient step on a batch already on the agent's device; detached scalar tensors, no host sync."""

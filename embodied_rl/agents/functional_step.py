@@ -1,4 +1,6 @@
-"""A whole training step (gradients, Adam, Polyak) as one function of tensors, for `torch.compile`.
+"""A training step (gradients, optional clipping, Adam, Polyak) behind one interface, `step(*inputs) -> (aux,
+grad_norm)`: `EagerStep`, the usual PyTorch step, and `FunctionalStep`, the whole step as one function of tensors
+for `torch.compile`. `training_step(..., compile=...)` picks one; every agent builds its steps with it.
 
 The usual step runs a compiled forward, then `loss.backward()`, one `Adam.step()` per network and a Polyak
 update, each called from Python. On a small model on a CPU those calls cost about as much as all the
@@ -20,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call, grad
+
+from embodied_rl.agents.common import soft_update_
 
 
 class _Holder(nn.Module):
@@ -143,3 +147,48 @@ class FunctionalStep:
                 sources = [trained[s] if isinstance(s, str) else s for s in sources]
                 torch._foreach_lerp_(targets, sources, tau)
         return aux, grad_norm
+
+
+class EagerStep:
+    """The usual step behind `FunctionalStep`'s interface: `loss_fn(*inputs) -> (loss, aux)`, `loss.backward()`,
+    clipping of the first pair's gradients to `max_grad_norm` (`nn.utils.clip_grad_norm_`; `grad_norm` is their
+    norm before clipping, None without clipping), one `optimizer.step()` per pair, then the Polyak updates."""
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[nn.Module, torch.optim.Optimizer]],
+        loss_fn: Callable[..., tuple[torch.Tensor, Any]],
+        polyak: Sequence[tuple[nn.Module, nn.Module, float]] = (),
+        max_grad_norm: float | None = None,
+    ):
+        self.optimizers = [optimizer for _, optimizer in pairs]
+        self.clipped = list(pairs[0][0].parameters())
+        self.loss_fn, self.polyak, self.max_grad_norm = loss_fn, list(polyak), max_grad_norm
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        loss, aux = self.loss_fn(*inputs)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = None
+        if self.max_grad_norm is not None:
+            grad_norm = nn.utils.clip_grad_norm_(self.clipped, self.max_grad_norm).detach()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        for target, source, tau in self.polyak:
+            soft_update_(target, source, tau)
+        return aux, grad_norm
+
+
+def training_step(
+    pairs: Sequence[tuple[nn.Module, torch.optim.Optimizer]],
+    loss_fn: Callable[..., tuple[torch.Tensor, Any]],
+    polyak: Sequence[tuple[nn.Module, nn.Module, float]] = (),
+    max_grad_norm: float | None = None,
+    compile: bool = False,
+    compile_mode: str | None = None,
+) -> EagerStep | FunctionalStep:
+    """`FunctionalStep` (one compiled graph) when `compile`, else `EagerStep`; the same arguments and results."""
+    if compile:
+        return FunctionalStep(pairs, loss_fn, polyak, max_grad_norm, compile_mode=compile_mode)
+    return EagerStep(pairs, loss_fn, polyak, max_grad_norm)

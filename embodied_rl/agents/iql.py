@@ -54,8 +54,8 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from embodied_rl.agents.common import Critic, make_adam, maybe_cuda_graph, soft_update_
-from embodied_rl.agents.functional_step import FunctionalStep
+from embodied_rl.agents.common import Critic, make_adam, maybe_cuda_graph
+from embodied_rl.agents.functional_step import training_step
 from embodied_rl.agents.offline import GaussianActor, OfflineAgentBase
 from embodied_rl.nn import mlp
 from embodied_rl.validation import check_ranges
@@ -148,20 +148,14 @@ class IQL(OfflineAgentBase):
         self.actor_optimizer.param_groups[0]["lr"] = self._actor_lr_tensor if scheduled else self.actor_lr
         if scheduled:
             self._actor_lr_tensor.fill_(self.scheduled_actor_lr(self.num_updates))
-        if self.compile:  # the whole step as one compiled graph (see embodied_rl.agents.functional_step)
-            step = FunctionalStep(
-                [
-                    (self.value, self.value_optimizer),
-                    (self.critic, self.critic_optimizer),
-                    (self.actor, self.actor_optimizer),
-                ],
-                self._forward,
-                polyak=[(self.critic_target, self.critic, self.tau)],
-                compile_mode=self.compile_mode,
-            )
-            self._step = maybe_cuda_graph(lambda *batch: step(*batch)[0], self.cudagraphs, self.device)
-        else:
-            self._step = maybe_cuda_graph(self._step_eager, self.cudagraphs, self.device)
+        trained = [
+            (self.value, self.value_optimizer),
+            (self.critic, self.critic_optimizer),
+            (self.actor, self.actor_optimizer),
+        ]  # one step for all three (`compile`: one graph, see embodied_rl.agents.functional_step), then Polyak
+        polyak = [(self.critic_target, self.critic, self.tau)]
+        step = training_step(trained, self._forward, polyak, compile=self.compile, compile_mode=self.compile_mode)
+        self._step = maybe_cuda_graph(lambda *batch: step(*batch)[0], self.cudagraphs, self.device)
 
     def _modules(self) -> dict[str, nn.Module]:
         return {"critic": self.critic, "critic_target": self.critic_target, "value": self.value, "actor": self.actor}
@@ -240,24 +234,6 @@ class IQL(OfflineAgentBase):
             "weight_mean": weight.mean(),
         }
         return value_loss + critic_loss + actor_loss, metrics
-
-    def _step_eager(
-        self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        reward: torch.Tensor,
-        next_obs: torch.Tensor,
-        terminated: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        loss, metrics = self._forward(obs, action, reward, next_obs, terminated)
-        optimizers = (self.value_optimizer, self.critic_optimizer, self.actor_optimizer)
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for optimizer in optimizers:
-            optimizer.step()
-        soft_update_(self.critic_target, self.critic, self.tau)
-        return metrics
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         """One IQL update (value, critic and actor steps, then the Polyak step) on a batch on the agent's device.

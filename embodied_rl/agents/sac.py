@@ -80,7 +80,7 @@ from embodied_rl.agents.common import (
     observation_to_tensor,
     soft_update_,
 )
-from embodied_rl.agents.functional_step import FunctionalStep
+from embodied_rl.agents.functional_step import training_step
 from embodied_rl.devices import resolve_device
 from embodied_rl.nn import ObservationEncoder, TanhNormal, map_pixels, mlp, random_shift
 from embodied_rl.nn.mlp import Activation
@@ -240,29 +240,20 @@ class SAC:
         self._setup_steps()
 
     def _setup_steps(self) -> None:
-        """Wrap the update steps. `compile`: the critic step and the actor + temperature step each become one
-        compiled graph (gradients, clipping and Adam included: `FunctionalStep`). `cudagraphs`: each whole step
-        (also the Polyak update) is captured in a CUDA graph. Re-run after the optimiser state is replaced,
-        since CUDA graphs hold pointers to it."""
-        if self.compile:
-            self._critic_functional = FunctionalStep(
-                [(nn.ModuleList([self.encoder, self.critic]), self.critic_optimizer)],
-                self._critic_forward,
-                max_grad_norm=self.max_grad_norm,
-                compile_mode=self.compile_mode,
-            )
-            trained = [(self.actor, self.actor_optimizer)]
-            if self.learn_alpha:
-                trained.append((self.temperature, self.alpha_optimizer))
-            self._actor_functional = FunctionalStep(
-                trained, self._actor_forward, max_grad_norm=self.max_grad_norm, compile_mode=self.compile_mode
-            )
-            critic_step, actor_step = self._critic_step_compiled, self._actor_step_compiled
-        else:
-            critic_step, actor_step = self._critic_step_eager, self._actor_step_eager
-        self._critic_step = maybe_cuda_graph(critic_step, self.cudagraphs, self.device)
-        self._actor_step = maybe_cuda_graph(actor_step, self.cudagraphs, self.device)
-        self._target_step = maybe_cuda_graph(self._target_step_eager, self.cudagraphs, self.device)
+        """Wrap the update steps (`training_step`). `compile`: the critic step and the actor + temperature step
+        each become one compiled graph (gradients, clipping and Adam included: `FunctionalStep`). `cudagraphs`:
+        each whole step (also the Polyak update) is captured in a CUDA graph. Re-run after the optimiser state is
+        replaced, since CUDA graphs hold pointers to it."""
+        how = {"max_grad_norm": self.max_grad_norm, "compile": self.compile, "compile_mode": self.compile_mode}
+        critic = [(nn.ModuleList([self.encoder, self.critic]), self.critic_optimizer)]
+        self._critic_training_step = training_step(critic, self._critic_forward, **how)
+        trained = [(self.actor, self.actor_optimizer)]
+        if self.learn_alpha:
+            trained.append((self.temperature, self.alpha_optimizer))
+        self._actor_training_step = training_step(trained, self._actor_forward, **how)
+        self._critic_step = maybe_cuda_graph(self._critic_update, self.cudagraphs, self.device)
+        self._actor_step = maybe_cuda_graph(self._actor_update, self.cudagraphs, self.device)
+        self._target_step = maybe_cuda_graph(self._target_update, self.cudagraphs, self.device)
         self._last_actor_metrics: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ losses
@@ -349,61 +340,22 @@ class SAC:
             loss = loss + temperature_loss
         return loss, metrics
 
-    def _backward_and_step(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> torch.Tensor | None:
-        """Backward, optional gradient-norm clipping of the first optimiser's parameters (returns their
-        pre-clip norm), then a step of every optimiser."""
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = None
-        if self.max_grad_norm is not None:
-            params = [p for group in optimizers[0].param_groups for p in group["params"]]
-            grad_norm = nn.utils.clip_grad_norm_(params, self.max_grad_norm).detach()
-        for optimizer in optimizers:
-            optimizer.step()
-        return grad_norm
-
-    def _critic_step_eager(
-        self,
-        obs: Observation,
-        action: torch.Tensor,
-        reward: torch.Tensor,
-        next_obs: Observation,
-        terminated: torch.Tensor,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _critic_update(self, *batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Encoder + critic gradient step; returns metrics and the detached features of `obs`."""
-        loss, (metrics, features) = self._critic_forward(obs, action, reward, next_obs, terminated)
-        grad_norm = self._backward_and_step(loss, self.critic_optimizer)
+        (metrics, features), grad_norm = self._critic_training_step(*batch)
         if grad_norm is not None:
             metrics["critic_grad_norm"] = grad_norm
         return metrics, features
 
-    def _actor_step_eager(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _actor_update(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actor and temperature gradient steps on the same sampled actions."""
-        loss, metrics = self._actor_forward(features)
-        optimizers = [self.actor_optimizer] + ([self.alpha_optimizer] if self.learn_alpha else [])
-        grad_norm = self._backward_and_step(loss, *optimizers)
+        metrics, grad_norm = self._actor_training_step(features)
         if grad_norm is not None:
             metrics["actor_grad_norm"] = grad_norm
         metrics["alpha"] = self.log_alpha.detach().exp()
         return metrics
 
-    def _critic_step_compiled(self, *batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """`_critic_step_eager` as one compiled graph."""
-        (metrics, features), grad_norm = self._critic_functional(*batch)
-        if grad_norm is not None:
-            metrics["critic_grad_norm"] = grad_norm
-        return metrics, features
-
-    def _actor_step_compiled(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`_actor_step_eager` as one compiled graph."""
-        metrics, grad_norm = self._actor_functional(features)
-        if grad_norm is not None:
-            metrics["actor_grad_norm"] = grad_norm
-        metrics["alpha"] = self.log_alpha.detach().exp()
-        return metrics
-
-    def _target_step_eager(self) -> None:
+    def _target_update(self) -> None:
         soft_update_(self.critic_target, self.critic, self.tau)
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:

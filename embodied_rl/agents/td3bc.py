@@ -49,9 +49,8 @@ from embodied_rl.agents.common import (
     detached_parameters,
     make_adam,
     maybe_cuda_graph,
-    soft_update_,
 )
-from embodied_rl.agents.functional_step import FunctionalStep
+from embodied_rl.agents.functional_step import training_step
 from embodied_rl.agents.offline import DeterministicActor, OfflineAgentBase
 from embodied_rl.validation import check_ranges
 
@@ -116,23 +115,19 @@ class TD3BC(OfflineAgentBase):
         self.critic_optimizer = make_adam(self.critic.parameters(), self.critic_lr, self._capturable)
 
     def _setup_steps(self) -> None:
-        """Wrap the update steps (see SAC._setup_steps); re-run after the optimiser state is replaced."""
-        critic_step, actor_step = self._critic_step_eager, self._actor_step_eager
-        if self.compile:  # each step one compiled graph (embodied_rl.agents.functional_step)
-            critic = FunctionalStep(
-                [(self.critic, self.critic_optimizer)], self._critic_forward, compile_mode=self.compile_mode
-            )
-            targets = [(self.critic_target, self.critic, self.tau), (self.actor_target, self.actor, self.tau)]
-            actor = FunctionalStep(
-                [(self.actor, self.actor_optimizer)], self._actor_forward, targets, compile_mode=self.compile_mode
-            )
+        """Wrap the update steps (see SAC._setup_steps); re-run after the optimiser state is replaced. The actor
+        step ends with the Polyak step of both target networks (TD3's delayed update)."""
+        how = {"compile": self.compile, "compile_mode": self.compile_mode}
+        critic = training_step([(self.critic, self.critic_optimizer)], self._critic_forward, **how)
+        targets = [(self.critic_target, self.critic, self.tau), (self.actor_target, self.actor, self.tau)]
+        actor = training_step([(self.actor, self.actor_optimizer)], self._actor_forward, targets, **how)
 
-            def critic_step(*batch: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-                (metrics, obs, action), _ = critic(*batch)
-                return metrics, obs, action
+        def critic_step(*batch: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+            (metrics, obs, action), _ = critic(*batch)
+            return metrics, obs, action
 
-            def actor_step(obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
-                return actor(obs, action)[0]
+        def actor_step(obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
+            return actor(obs, action)[0]
 
         self._critic_step = maybe_cuda_graph(critic_step, self.cudagraphs, self.device)
         self._actor_step = maybe_cuda_graph(actor_step, self.cudagraphs, self.device)
@@ -197,30 +192,6 @@ class TD3BC(OfflineAgentBase):
 
     def _actor_forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.actor_loss(obs, action)
-
-    def _critic_step_eager(
-        self,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        reward: torch.Tensor,
-        next_obs: torch.Tensor,
-        terminated: torch.Tensor,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        loss, (metrics, obs, action) = self._critic_forward(obs, action, reward, next_obs, terminated)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
-        return metrics, obs, action
-
-    def _actor_step_eager(self, obs: torch.Tensor, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Actor gradient step, then the Polyak step of both target networks (TD3's delayed update)."""
-        loss, metrics = self._actor_forward(obs, action)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_optimizer.step()
-        soft_update_(self.critic_target, self.critic, self.tau)
-        soft_update_(self.actor_target, self.actor, self.tau)
-        return metrics
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         """One TD3+BC update: a critic step, and on every `policy_update_every`-th update an actor step and
