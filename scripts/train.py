@@ -243,7 +243,8 @@ def train_online(cfg: DictConfig, trainer_config, run_dir: Path, resuming: bool,
 def check_replay_fits(size: int, observation_space, action_space, device) -> None:
     """Refuse, before allocating it, a replay buffer larger than half the free memory of `device` (the other
     half for envs, networks and the checkpoints, which copy the buffer's rows)."""
-    from embodied_rl.data.replay import ReplayBuffer, available_memory
+    from embodied_rl.data.replay import ReplayBuffer
+    from embodied_rl.memory import available_memory
     from embodied_rl.trainers.builders import ConfigError
 
     with config_errors():

@@ -443,7 +443,7 @@ def test_replay_buffer_stores_dict_observations_one_tensor_per_key():
 
 
 def test_available_memory_reads_the_host_or_is_unknown():
-    from embodied_rl.data.replay import available_memory
+    from embodied_rl.memory import available_memory
 
     free = available_memory("cpu")
     if sys.platform.startswith("linux"):  # /proc/meminfo exists: the check must not silently switch off
@@ -455,7 +455,7 @@ def test_available_memory_reads_the_host_or_is_unknown():
 
 def test_available_memory_respects_a_cgroup_limit(tmp_path, monkeypatch):
     """A Slurm job or container limited to less than the host's free memory: the check must use the limit."""
-    from embodied_rl.data import replay
+    from embodied_rl import memory
 
     def write(path, text):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -464,7 +464,7 @@ def test_available_memory_respects_a_cgroup_limit(tmp_path, monkeypatch):
     def headroom(proc_cgroup: str, mounts: list[str]) -> int | None:
         write(tmp_path / "cgroup", proc_cgroup)
         write(tmp_path / "mountinfo", "".join(f"{i} 1 0:{i} {line}\n" for i, line in enumerate(mounts, 30)))
-        return replay.cgroup_memory_headroom(str(tmp_path / "cgroup"), str(tmp_path / "mountinfo"))
+        return memory.cgroup_memory_headroom(str(tmp_path / "cgroup"), str(tmp_path / "mountinfo"))
 
     # cgroup v2, mounted at an unusual place: the job's own cgroup is unlimited, its parent allows 8 GB, of which
     # 3 GB are used, 1 GB of that reclaimable page cache.
@@ -486,10 +486,10 @@ def test_available_memory_respects_a_cgroup_limit(tmp_path, monkeypatch):
     write(v1 / "memory.limit_in_bytes", "9223372036854771712\n")  # v1's "unlimited"
     assert headroom("4:memory:/ctr\n", mounts) is None
     assert headroom("4:memory:/ctr\n", []) is None  # no cgroup file system mounted
-    assert replay.cgroup_memory_headroom(str(tmp_path / "missing")) is None
+    assert memory.cgroup_memory_headroom(str(tmp_path / "missing")) is None
 
-    monkeypatch.setattr(replay, "cgroup_memory_headroom", lambda: 12345)  # tighter than any real host
-    assert replay.available_memory("cpu") == 12345
+    monkeypatch.setattr(memory, "cgroup_memory_headroom", lambda: 12345)  # tighter than any real host
+    assert memory.available_memory("cpu") == 12345
 
 
 # ---------------------------------------------------------------- behaviour policies

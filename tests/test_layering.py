@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {  # package (or top-level module) of embodied_rl -> its layer; an import must go to a lower layer
-    **dict.fromkeys(("envs", "validation", "devices", "files"), 0),
+    **dict.fromkeys(("envs", "validation", "devices", "files", "memory"), 0),
     **dict.fromkeys(("data", "logging", "cli"), 1),
     "nn": 2,
     **dict.fromkeys(("agents", "labelling", "rewards", "llm", "bench"), 3),

@@ -617,10 +617,10 @@ def test_state_and_pixels_observations_train_and_resume(tmp_path):
 
 
 def test_replay_buffer_larger_than_the_memory_is_one_error_with_a_size_that_fits(tmp_path, monkeypatch):
-    from embodied_rl.data import replay
+    from embodied_rl import memory
     from embodied_rl.trainers.builders import ConfigError
 
-    monkeypatch.setattr(replay, "available_memory", lambda device: 10**6)  # 1 MB; a state row is 336 bytes
+    monkeypatch.setattr(memory, "available_memory", lambda device: 10**6)  # 1 MB; a state row is 336 bytes
     run_dir = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"replay_size=100000 needs a .* GB .* use trainer.replay_size=1400 or less"):
         train_in_process([*TINY, f"run_dir={run_dir}", "trainer.replay_size=100000"])
