@@ -6,6 +6,7 @@ dynamics a_t = B^+ (s_{t+1} - s_t) is known and small networks learn it in about
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -428,6 +429,23 @@ def test_default_config_loads_and_prepares_every_arm():
         prepare_ssorl_dataset(trajectories, {"arm": "nope"})
     with pytest.raises(ValueError, match="unknown ssorl config keys"):
         prepare_ssorl_dataset(trajectories, {"labeled_fraction": 0.1})
+    with pytest.raises(ValueError, match=re.escape("ssorl.window=2.5 (must be an integer)")):
+        prepare_ssorl_dataset(trajectories, {"window": 2.5})
+
+
+def test_ssorl_config_takes_the_yaml_defaults_and_nested_idm_settings():
+    from omegaconf import OmegaConf
+
+    from embodied_rl.labelling import IDMConfig
+    from embodied_rl.pipelines.ssorl import SSORLConfig
+
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "ssorl" / "default.yaml")
+    # the dataclass defaults are the config file's, but for the progress bar (off in library use)
+    assert SSORLConfig.from_mapping(yaml) == SSORLConfig(idm=IDMConfig(progress=True))
+    cfg = SSORLConfig.from_mapping({"window": 2.0, "idm": {"steps": 5}})
+    assert cfg.window == 2 and isinstance(cfg.window, int) and cfg.idm == IDMConfig(steps=5)
+    with pytest.raises(ValueError, match="unknown idm config keys"):
+        SSORLConfig.from_mapping({"idm": {"step": 5}})
 
 
 # ---------------------------------------------------------------- an arm's dataset kept with its run

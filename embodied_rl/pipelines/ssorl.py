@@ -39,10 +39,38 @@ from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.devices import resolve_device
 from embodied_rl.files import atomic_write
 from embodied_rl.labelling.inverse_dynamics import IDMConfig, InverseDynamicsModel, train_inverse_dynamics
-from embodied_rl.validation import check_ranges, check_types
+from embodied_rl.validation import check_field_types, check_ranges
 
 ARMS = ("labelled_only", "semi_supervised", "oracle")
-CONFIG_KEYS = ("arm", "labelled_fraction", "return_quantile", "window", "idm")
+
+
+@dataclass
+class SSORLConfig:
+    """The settings of `prepare_ssorl_dataset`, as in configs/ssorl/default.yaml (its keys are these fields)."""
+
+    arm: str = "semi_supervised"  # labelled_only | semi_supervised | oracle
+    labelled_fraction: float = 0.1  # of all trajectories keep their actions, ...
+    return_quantile: float = 0.5  # ... drawn from the lowest-return part of this size
+    window: int = 1  # k: the IDM sees s_{t-k}..s_{t+max(k,1)}
+    idm: IDMConfig = field(default_factory=IDMConfig)
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "ssorl settings", prefix="ssorl.")  # window=2.5 is not window 2
+        if self.arm not in ARMS:
+            raise ValueError(f"unknown SS-ORL arm {self.arm!r}; valid arms: {', '.join(ARMS)}")
+        if not isinstance(self.idm, IDMConfig):
+            self.idm = IDMConfig.from_mapping(self.idm)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> SSORLConfig:
+        """From a dict or OmegaConf node (missing keys take the defaults); an unknown key is an error naming the
+        known ones."""
+        values = dict(values or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown ssorl config keys {unknown}; known: {known}")
+        return cls(**values)
 
 
 @dataclass
@@ -215,35 +243,26 @@ def build_arm_dataset(
 
 def prepare_ssorl_dataset(
     trajectories: Sequence[Trajectory],
-    cfg: Mapping[str, Any],
+    cfg: SSORLConfig | Mapping[str, Any] | None = None,
     seed: int = 0,
     logger: Any = None,
     device: str | torch.device = "cpu",
 ) -> tuple[list[Trajectory], dict[str, Any]]:
     """Split -> (IDM training -> labelling, for the semi_supervised arm) -> the arm's dataset.
 
-    `cfg` has the keys of configs/ssorl/default.yaml (arm, labelled_fraction, return_quantile, window, idm);
-    missing keys take those defaults. `logger` (optional): `log(metrics, step, prefix)` and `summary(text)`,
-    e.g. `embodied_rl.logging.RunLogger`; the IDM curves are logged under `idm/`. Returns the dataset and
-    diagnostics (split sizes and returns, IDM curves and best step, proxy-action error on the unlabelled part).
+    `cfg`: an `SSORLConfig`, or a mapping with its keys (those of configs/ssorl/default.yaml: arm, labelled_fraction,
+    return_quantile, window, idm); missing keys take the defaults. `logger` (optional): `log(metrics, step, prefix)`
+    and `summary(text)`, e.g. `embodied_rl.logging.RunLogger`; the IDM curves are logged under `idm/`. Returns the
+    dataset and diagnostics (split sizes and returns, IDM curves and best step, proxy-action error on the unlabelled
+    part).
     """
-    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"unknown ssorl config keys {unknown}; known: {list(CONFIG_KEYS)}")
-    arm = cfg.get("arm", "semi_supervised")
-    if arm not in ARMS:
-        raise ValueError(f"unknown SS-ORL arm {arm!r}; valid arms: {', '.join(ARMS)}")
-    idm_cfg = IDMConfig.from_mapping(cfg.get("idm"))
-    settings = {"window": 1, "labelled_fraction": 0.1, "return_quantile": 0.5}
-    settings = {key: cfg.get(key, default) for key, default in settings.items()}
-    types = {"window": "int", "labelled_fraction": "float", "return_quantile": "float"}
-    settings = check_types("ssorl settings", settings, types, prefix="ssorl.")  # window=2.5 is not window 2
-    window = settings["window"]
+    cfg = cfg if isinstance(cfg, SSORLConfig) else SSORLConfig.from_mapping(cfg)
+    arm, window, idm_cfg = cfg.arm, cfg.window, cfg.idm
 
     labelled, unlabelled = split_trajectories(
         trajectories,
-        labelled_fraction=settings["labelled_fraction"],
-        return_quantile=settings["return_quantile"],
+        labelled_fraction=cfg.labelled_fraction,
+        return_quantile=cfg.return_quantile,
         seed=seed,
     )
     labelled_returns = [t.episode_return for t in labelled]
