@@ -29,6 +29,13 @@ def atomic_write(path: str | Path, mode: str = "w", newline: str | None = None) 
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """`data` as indented JSON at `path`, whole or not at all (numpy and torch scalars as floats)."""
+    """`data` as indented JSON at `path`, whole or not at all (numpy and torch scalars as their Python values)."""
     with atomic_write(path) as f:
-        json.dump(data, f, indent=2, default=float)
+        json.dump(data, f, indent=2, default=_python_scalar)
+
+
+def _python_scalar(value: Any) -> Any:
+    """A numpy or torch scalar as the Python number or bool it holds; anything else is json's TypeError."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # np.float32(1.5), np.bool_, 0-d tensors
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

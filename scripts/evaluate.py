@@ -232,19 +232,24 @@ def normalized_score_for(cfg, episode_return: float, run=None) -> float | None:
     from embodied_rl.data import open_dataset
     from embodied_rl.trainers import normalized_score
 
-    try:
-        metadata = open_dataset(offline_dataset_id(cfg, run)).storage.metadata
-    except Exception:
-        return None
-    return normalized_score(episode_return, metadata.get("ref_min_score"), metadata.get("ref_max_score"))
+    for dataset_id in offline_dataset_ids(cfg, run):
+        try:
+            metadata = open_dataset(dataset_id).storage.metadata
+        except Exception:
+            continue
+        return normalized_score(episode_return, metadata.get("ref_min_score"), metadata.get("ref_max_score"))
+    return None
 
 
-def offline_dataset_id(cfg, run=None) -> str:
-    """The Minari id of the dataset whose references score this evaluation: the one the run trained on, as its
-    results.json records it (a run made before task names were canonicalised may have used a bare-name id),
-    unless the overrides change the task or the dataset; else `trainer.dataset` resolved for `env.task`."""
+def offline_dataset_ids(cfg, run=None) -> list[str]:
+    """The Minari ids of the dataset whose references score this evaluation, the first one found counts: the one
+    the run trained on, as its results.json records it (a run made before task names were canonicalised may have
+    used a bare-name id), unless the overrides change the task or the dataset; then `trainer.dataset` resolved
+    for `env.task`."""
     from embodied_rl.data import dataset_id_for
 
+    name = cfg.trainer.dataset
+    ids = [name if "/" in name else dataset_id_for(cfg.env.task, name)]
     if run is not None:
         run_dir, run_cfg = run
         same = all(
@@ -254,10 +259,9 @@ def offline_dataset_id(cfg, run=None) -> str:
             recorded = json.loads((run_dir / "results.json").read_text()).get("dataset") if same else None
         except (OSError, ValueError, AttributeError):
             recorded = None
-        if isinstance(recorded, str):
-            return recorded
-    name = cfg.trainer.dataset
-    return name if "/" in name else dataset_id_for(cfg.env.task, name)
+        if isinstance(recorded, str) and recorded not in ids:
+            ids.insert(0, recorded)
+    return ids
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ def read_metric(csv_path: Path, metric: str, tables: dict[Path, Table] | None = 
     return np.array(steps), np.array(values)
 
 
+IDM_FOLDER = "idm"  # an SS-ORL run's inverse dynamics model curves: <run>/idm/metrics.csv
+
+
 def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
     """Group label -> metrics.csv files; a run reached through several (overlapping) arguments counts once."""
     groups: dict[str, list[Path]] = defaultdict(list)
@@ -86,7 +89,11 @@ def group_runs(paths: list[Path]) -> dict[str, list[Path]]:
                 continue
             seen.add(csv_path.resolve())
             run = csv_path.parent
-            label = str(run.parent) if run.name.startswith("seed") else str(run)
+            if run.name == IDM_FOLDER and (run.parent / "metrics.csv").exists():  # an SS-ORL run's IDM curves
+                seeds = run.parent.parent if run.parent.name.startswith("seed") else run.parent
+                label = f"{seeds}/{IDM_FOLDER}"  # grouped over seeds like their runs, kept apart from them
+            else:
+                label = str(run.parent) if run.name.startswith("seed") else str(run)
             groups[label].append(csv_path)
     if not groups:
         raise SystemExit(f"error: no metrics.csv under {', '.join(map(str, paths))}")
@@ -196,6 +203,8 @@ def main(argv: list[str] | None = None) -> Path:
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for label, csv_paths in groups.items():
+            if label.endswith(f"/{IDM_FOLDER}") != metric.startswith(f"{IDM_FOLDER}/"):
+                continue  # IDM curves (their own step axis) only in idm/ plots, and runs' curves never there
             for note in range_notes(label, csv_paths, metric, tables):
                 print(note, file=sys.stderr)
             result = curve(csv_paths, metric, tables=tables)

@@ -5,7 +5,8 @@
     python scripts/train.py -m hydra/launcher=local seed=1,2,3        # a local sweep
 
 The run directory (default runs/<name>/<task>/seed<seed>) receives config.yaml, metrics.csv,
-TensorBoard events (tb/), checkpoints/, videos/ and results.json. A killed run continues with the
+TensorBoard events (tb/), checkpoints/, videos/ and results.json (SS-ORL runs also ssorl.json, ssorl_dataset.npz
+and the IDM's curves in idm/). A killed run continues with the
 same command plus `resume=true`; only the training length and the settings of run_dir.RESUMABLE_KEYS (how often to
 evaluate, log and checkpoint, the replay size, ...) may change then, to extend a run. A resume before the first
 checkpoint starts afresh; one of a finished run does nothing. What a run directory holds and how a run starts
@@ -269,44 +270,52 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, de
     the run continues from its checkpoint (else prepare_run_dir cleared the outputs)."""
     from embodied_rl.data import load_trajectories
 
+    if cfg.get("ssorl") is not None:  # its settings are checked before anything is loaded or trained
+        from embodied_rl.pipelines.ssorl import SSORLConfig
+
+        with config_errors():
+            ssorl_cfg = SSORLConfig.from_mapping(OmegaConf.to_container(cfg.ssorl, resolve=True))
     dataset_id = dataset_id_of(cfg)
     trajectories = load_trajectories(dataset_id, env=env)
     if cfg.get("ssorl") is not None:
         from embodied_rl.files import write_json
-        from embodied_rl.pipelines.ssorl import load_arm_dataset, prepare_ssorl_dataset, save_arm_dataset
+        from embodied_rl.pipelines.ssorl import load_arm_dataset, save_arm_dataset
 
         saved, report = run_dir / "ssorl_dataset.npz", run_dir / "ssorl.json"
         if resuming and saved.exists() and report.exists():  # the same data as before, no IDM training again
             trajectories = load_arm_dataset(trajectories, saved)
             diagnostics = json.loads(report.read_text())
-            logger.summary(f"[ssorl] resumed with the arm's dataset of {saved.name} (the IDM is not trained again)")
-        else:  # a new run, or a resume of one made before runs kept their dataset
-            from embodied_rl.logging import RunLogger
-
-            shutil.rmtree(run_dir / "idm", ignore_errors=True)  # curves of an IDM trained again start afresh
-            idm_logger = RunLogger(run_dir / "idm", tensorboard=cfg.logging.tensorboard, console=cfg.logging.console)
-            trajectories, diagnostics = prepare_ssorl_dataset(
-                trajectories,
-                OmegaConf.to_container(cfg.ssorl, resolve=True),
-                seed=cfg.seed,
-                logger=idm_logger,  # the IDM's own step axis: its curves in <run>/idm/ (metrics.csv, tb/)
-                device=str(device),
+            logger.summary(
+                f"[ssorl] resumed with the {diagnostics['arm']} arm's dataset of {saved.name} (the IDM is not trained "
+                f"again): {diagnostics['num_dataset_trajectories']} trajectories"
             )
-            idm_logger.close()
+        else:  # a new run, or a resume of one made before runs kept their dataset; the pipeline says what it did
+            trajectories, diagnostics = prepare_with_idm_logger(cfg, ssorl_cfg, trajectories, run_dir, device, logger)
             save_arm_dataset(saved, trajectories)
             write_json(report, diagnostics)
-        proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
-        if proxy:  # diagnosis only: the true actions of the unlabelled part are never trained on
-            if not resuming:  # a resumed run logged it already
+            proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
+            if proxy:  # diagnosis only: the true actions of the unlabelled part are never trained on
                 logger.log(proxy, step=0, prefix="ssorl")
-            logger.summary(
-                f"[ssorl] {diagnostics['arm']}: {diagnostics['num_labelled']} labelled / "
-                f"{diagnostics['num_unlabelled']} action-free trajectories; proxy-action MSE "
-                f"{proxy['proxy_action_mse']:.4f}, MAE {proxy['proxy_action_mae']:.4f}"
-            )
-        else:
-            logger.summary(f"[ssorl] {diagnostics['arm']}: {diagnostics['num_dataset_trajectories']} trajectories")
     return trajectories, dataset_id
+
+
+def prepare_with_idm_logger(cfg: DictConfig, ssorl_cfg, trajectories: list, run_dir: Path, device, logger):
+    """`prepare_ssorl_dataset`, the IDM's curves on their own step axis in <run>/idm/ (metrics.csv, tb/; created
+    at its first evaluation, so a run refused before leaves none)."""
+    from embodied_rl.logging import RunLogger
+    from embodied_rl.pipelines.ssorl import prepare_ssorl_dataset
+
+    shutil.rmtree(run_dir / "idm", ignore_errors=True)  # the curves of an IDM trained again start afresh
+    idm_logger = None
+    if ssorl_cfg.arm == "semi_supervised":
+        idm_logger = RunLogger(run_dir / "idm", tensorboard=cfg.logging.tensorboard, console=cfg.logging.console)
+    try:
+        return prepare_ssorl_dataset(
+            trajectories, ssorl_cfg, seed=cfg.seed, logger=idm_logger or logger, device=str(device)
+        )
+    finally:
+        if idm_logger is not None:
+            idm_logger.close()
 
 
 def dataset_id_of(cfg: DictConfig) -> str:

@@ -23,6 +23,9 @@ def test_a_finished_write_replaces_the_file_whole(tmp_path):
     with atomic_write(path, "wb") as f:
         np.savez(f, x=np.arange(3))
     assert np.load(path)["x"].tolist() == [0, 1, 2]
-    write_json(tmp_path / "r.json", {"mse": np.float32(0.5), "steps": [1, 2]})
-    assert json.loads((tmp_path / "r.json").read_text()) == {"mse": 0.5, "steps": [1, 2]}
+    write_json(tmp_path / "r.json", {"mse": np.float32(0.5), "steps": [np.int64(1), 2], "ok": np.bool_(True)})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"mse": 0.5, "steps": [1, 2], "ok": True}
+    with pytest.raises(TypeError, match="ndarray is not JSON serialisable"):  # not silently a float or a string
+        write_json(tmp_path / "r.json", {"actions": np.zeros(3)})
+    assert json.loads((tmp_path / "r.json").read_text())["ok"] is True  # the failed write left the file as it was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "r.json"]

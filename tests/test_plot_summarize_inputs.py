@@ -54,6 +54,20 @@ def test_plot_marks_a_curve_cut_to_one_step_by_a_short_seed_and_names_that_seed(
     assert f"the curve of {group} ends there" in err
 
 
+def test_plot_keeps_ss_orl_idm_curves_apart_from_the_runs_and_groups_them_over_seeds(tmp_path, monkeypatch, capsys):
+    group = tmp_path / "runs" / "ssorl"
+    for seed in (1, 2):
+        write_csv(group / f"seed{seed}", f"{HEADER}\n100,{seed},\n200,{seed + 1},\n")
+        write_csv(group / f"seed{seed}" / "idm", f"step,idm/val_nll\n20,{seed}\n40,{seed - 1}\n")
+    figures = drawn_figures(monkeypatch)
+    out = str(tmp_path / "c.png")
+    load_script("plot").main([str(group), "--metric", "eval/return_mean", "--metric", "idm/val_nll", "--out", out])
+    runs, idm = ([line.get_label() for line in ax.get_lines()] for ax in figures[0].axes)
+    assert runs == [f"{group} (n=2)"] and idm == [f"{group}/idm (n=2)"]
+    assert list(figures[0].axes[1].get_lines()[0].get_ydata()) == [1.5, 0.5]  # the mean over the two seeds
+    assert "note" not in capsys.readouterr().err  # no "run ... has no eval/return_mean" for the IDM folders
+
+
 def test_plot_curve_is_drawn_at_the_evaluation_steps_when_there_are_few(tmp_path):
     csvs = [
         write_csv(tmp_path / f"seed{seed}", f"{HEADER}\n100,{seed},\n200,{seed + 1},\n300,{seed + 2},\n")

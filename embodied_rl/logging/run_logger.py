@@ -32,8 +32,7 @@ class RunLogger:
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, console: bool = True):
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(run_dir)  # created at the first write: a logger that never logs leaves no folder
         self.csv_path = self.run_dir / "metrics.csv"
         self.console = console
         self._rows: list[dict[str, float]] = []
@@ -117,6 +116,7 @@ class RunLogger:
         return out
 
     def _rewrite_csv(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.csv_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns)
             writer.writeheader()

@@ -48,6 +48,8 @@ def save_checkpoint(directory: str | Path, step: int, state: dict[str, Any], kee
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"step": step, "rng": capture_rng_state(), **state}
+    for stale in [*directory.glob("step_*.pt.tmp"), *directory.glob(".step_*.pt.tmp")]:  # left by a killed save
+        stale.unlink(missing_ok=True)
     path = directory / f"step_{step:09d}.pt"
     with atomic_write(path, "wb") as f:
         torch.save(payload, f)

@@ -2,9 +2,10 @@
 refused), and its results.json.
 
 A run directory (default runs/<name>/<task>/seed<seed>) holds config.yaml, metrics.csv, TensorBoard events (tb/),
-checkpoints/, videos/ and results.json (`RUN_OUTPUTS`). `prepare_run_dir` never mixes two runs in one: an
-existing run needs resume=true (checked against its config.yaml: only `RESUMABLE_KEYS` may change, and keys
-the package gained later, `KEYS_ADDED_LATER`, may be present at their old-behaviour value) or overwrite=true.
+checkpoints/, videos/ and results.json; SS-ORL runs also ssorl.json, ssorl_dataset.npz and idm/ (`RUN_OUTPUTS`).
+`prepare_run_dir` never mixes two runs in one: an existing run needs resume=true (checked against its
+config.yaml: only `RESUMABLE_KEYS` may change, and keys the package gained later, `KEYS_ADDED_LATER`, may be
+present at their old-behaviour value) or overwrite=true.
 """
 
 from __future__ import annotations
