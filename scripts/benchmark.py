@@ -1,5 +1,5 @@
 """Speed figures: env steps/s (raw vs wrapped, state vs pixels, vectorised) and agent updates/s
-(eager vs compiled), on CPU and on CUDA when present. Prints a table and writes JSON.
+(eager vs compiled), on CPU and on CUDA when present. Prints one `key=value` line per figure and writes JSON.
 
     python scripts/benchmark.py --out benchmark.json
     python scripts/benchmark.py --only env --env-steps 5000

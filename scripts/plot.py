@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> Path:
                 ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
             else:  # a band one step wide draws nothing
                 ax.errorbar(steps, mean, yerr=std, color=line.get_color(), capsize=3)
-        ax.set_xlabel("step (env steps online, updates offline)")
+        idm = metric.startswith(f"{IDM_FOLDER}/")
+        ax.set_xlabel("IDM update" if idm else "step (env steps online, updates offline)")
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k, not 400000: long runs' labels overlap
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
