@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Number
 from typing import Any
 
@@ -98,15 +98,32 @@ def iterate_rollouts(
     desc: str = "collect",
 ) -> Iterator[Trajectory]:
     """`episodes` rollouts with seeds `seed, seed+1, ...`, showing a progress bar of episodes done."""
-    successes, returns = 0, []
-    with tqdm(total=episodes, desc=desc, unit="ep", disable=not progress, dynamic_ncols=True) as bar:
-        for i in range(episodes):
-            trajectory = rollout(env, policy, seed + i, record_frames, frame_fn, episode_id=i)
-            successes += trajectory.succeeded
-            returns.append(trajectory.episode_return)
-            bar.update(1)
-            bar.set_postfix(success=f"{successes / (i + 1):.2f}", ret=f"{np.mean(returns):.1f}")
-            yield trajectory
+    return iterate_schedule(env, [(policy, episodes)], seed, record_frames, frame_fn, progress, desc)
+
+
+def iterate_schedule(
+    env: gym.Env,
+    schedule: Sequence[tuple[Policy, int]],
+    seed: int = 0,
+    record_frames: bool = False,
+    frame_fn: FrameFn = render_frame,
+    progress: bool = True,
+    desc: str = "collect",
+) -> Iterator[Trajectory]:
+    """The episodes of each (policy, count) of `schedule` in turn, episode i reset with seed + i, under one progress
+    bar of episodes done (with the success rate and mean return so far)."""
+    total = sum(count for _, count in schedule)
+    successes, returns, i = 0, [], 0
+    with tqdm(total=total, desc=desc, unit="ep", disable=not progress, dynamic_ncols=True) as bar:
+        for policy, count in schedule:
+            for _ in range(count):
+                trajectory = rollout(env, policy, seed + i, record_frames, frame_fn, episode_id=i)
+                i += 1
+                successes += trajectory.succeeded
+                returns.append(trajectory.episode_return)
+                bar.update(1)
+                bar.set_postfix(success=f"{successes / i:.2f}", ret=f"{np.mean(returns):.1f}")
+                yield trajectory
 
 
 def summarize(returns: list[float], successes: list[bool]) -> dict[str, float]:

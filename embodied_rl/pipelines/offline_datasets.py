@@ -41,7 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from embodied_rl.data import minari_io
-from embodied_rl.data.collection import REFERENCE_SEED_OFFSET, reference_returns, rollout, write_trajectories
+from embodied_rl.data.collection import REFERENCE_SEED_OFFSET, iterate_schedule, reference_returns, write_trajectories
 from embodied_rl.data.policies import NoisyPolicy, Policy, RandomPolicy, scripted_expert
 from embodied_rl.data.replay import chronological_rows
 from embodied_rl.data.trajectory import Trajectory
@@ -80,24 +80,6 @@ class RecipeError(ValueError):
 
 
 # ---------------------------------------------------------------- shared pieces
-
-
-def _rollouts(
-    env: gym.Env, schedule: Sequence[tuple[Policy, int]], seed: int, progress: bool, desc: str
-) -> Iterator[Trajectory]:
-    """Episodes of each (policy, count) in turn, episode i reset with seed + i, under one progress bar."""
-    total = sum(count for _, count in schedule)
-    successes, returns, i = 0, [], 0
-    with tqdm(total=total, desc=desc, unit="ep", disable=not progress, dynamic_ncols=True) as bar:
-        for policy, count in schedule:
-            for _ in range(count):
-                trajectory = rollout(env, policy, seed + i, episode_id=i)
-                i += 1
-                successes += trajectory.succeeded
-                returns.append(trajectory.episode_return)
-                bar.update(1)
-                bar.set_postfix(success=f"{successes / i:.2f}", ret=f"{np.mean(returns):.1f}")
-                yield trajectory
 
 
 def split_episodes(episodes: int, parts: int) -> list[int]:
@@ -333,7 +315,7 @@ def metaworld_tiers(
         for tier in todo:
             schedule, how, recipe = recipes[tier]
             dataset_id = minari_io.dataset_id_for(task, tier)
-            trajectories = _rollouts(env, schedule, seed, progress, f"{name} {tier}")
+            trajectories = iterate_schedule(env, schedule, seed, progress=progress, desc=f"{name} {tier}")
             rows.append(
                 _write_tier(
                     trajectories,
@@ -615,7 +597,7 @@ def sac_run_tiers(
                     policy = load_checkpoint_policy(str(checkpoints[step]), env, seed=seed, device=device)
                     how = f"the SAC checkpoint at step {step} (stochastic actions)"
                     recipe = {"checkpoint": str(checkpoints[step])}
-                stream = _rollouts(env, [(policy, episodes)], seed, progress, f"{name} {tier}")
+                stream = iterate_schedule(env, [(policy, episodes)], seed, progress=progress, desc=f"{name} {tier}")
             rows.append(
                 _write_tier(
                     stream,
