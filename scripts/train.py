@@ -294,7 +294,7 @@ def offline_trajectories(cfg: DictConfig, env, run_dir: Path, resuming: bool, de
             save_arm_dataset(saved, trajectories)
             write_json(report, diagnostics)
             proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
-            if proxy:  # diagnosis only: the true actions of the unlabelled part are never trained on
+            if proxy and not resuming:  # diagnosis only (never trained on); a resumed run has its step-0 row
                 logger.log(proxy, step=0, prefix="ssorl")
     return trajectories, dataset_id
 
