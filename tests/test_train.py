@@ -471,6 +471,7 @@ def test_ssorl_resume_trains_on_the_saved_proxy_actions_without_training_the_idm
     (split / "ssorl_dataset.npz").unlink()
     assert train_in_process([*args, f"run_dir={split}", "resume=true", "trainer.total_updates=90"])["updates"] == 90
     assert (split / "ssorl_dataset.npz").exists()
+    assert sum(bool(row.get("ssorl/proxy_action_mse")) for row in metric_rows(split, drop=())) == 1  # one step-0 row
 
 
 def test_ssorl_metaworld_experiment_is_ssorl_with_the_readme_settings_pinned():
