@@ -876,6 +876,26 @@ def test_best_evaluation_ranks_success_rate_before_return():
     assert is_better(solved, rewarding) and not is_better(rewarding, solved) and is_better(rewarding, None)
 
 
+def test_an_evaluation_after_the_loop_can_become_the_best(tmp_path):
+    """A run whose last checkpoint is at its final update but whose last evaluation is older (no loop left to
+    run) evaluates once more; a better result there is the run's best, as any evaluation in the loop would be."""
+    from types import SimpleNamespace
+
+    from embodied_rl.data import Transitions
+    from embodied_rl.trainers import OfflineTrainer, OfflineTrainerConfig
+
+    data = Transitions(torch.zeros(4, 2), torch.zeros(4, 1), torch.zeros(4), torch.zeros(4, 2), torch.zeros(4))
+    agent = SimpleNamespace(normalizer_fitted=True)
+    logger = SimpleNamespace(flush=lambda: None)
+    cfg = OfflineTrainerConfig(total_updates=10, progress=False)
+    trainer = OfflineTrainer(cfg, data, None, agent, logger, tmp_path)
+    trainer.step = 10
+    trainer.last_eval = trainer.best_eval = {"step": 5, "success_rate": 0.0, "return_mean": 1.0}
+    trainer.evaluate = lambda: {"step": trainer.step, "success_rate": 1.0, "return_mean": 2.0}
+    results = trainer.train()
+    assert results["final"]["step"] == 10 and results["best"] == results["final"]
+
+
 def test_checkpoint_pruning_keeps_the_newest_files(tmp_path):
     from embodied_rl.trainers import load_checkpoint, save_checkpoint
 
