@@ -1,14 +1,16 @@
-"""Helpers shared by the scripts in scripts/: argparse value types with a range, and output paths checked to be
-writable before any work (so that a bad value or an unwritable folder is one error line, not a traceback after
-the run)."""
+"""Helpers shared by the scripts in scripts/: argparse value types with a range, output paths checked to be writable
+before any work, and `fail` for one error line with exit status 2 (so that a bad value or an unwritable folder is
+one error line, not a traceback after the run)."""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from embodied_rl.validation import in_range
 
@@ -30,6 +32,14 @@ def number(kind: type[int] | type[float] = int, spec: str = ">= 1", why: str = "
     parse.__name__ = kind.__name__
     in_range(0, spec)  # an unknown spec fails here, when the parser is built
     return parse
+
+
+def fail(message: str, prefix: str = "") -> NoReturn:
+    """Print `<prefix>error: <message>` on stderr and exit with status 2, as argparse does for a usage error (an
+    unknown task, a missing checkpoint, an unwritable folder): `raise SystemExit("error: ...")` would exit 1, the
+    status of a crash."""
+    print(f"{prefix}error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 class NotWritable(Exception):

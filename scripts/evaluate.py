@@ -10,6 +10,9 @@ overrides goes to a folder of its own inside that one, named after the overrides
 other than letters, digits and `._,=+-` become `_`), e.g. <run>/eval/step_<N>/env.distractors=test/, so that
 it never replaces the plain evaluation; --out puts the results where it says. The output folder is created
 (and checked to be writable) before any episode runs. Evaluating on another task than the run's prints a note.
+The summary line names what was evaluated: `step N` (an online run), `update N` (an offline run) or `scripted`.
+A user error (no such checkpoint, an unknown task or env setting, a damaged run, a checkpoint that does not fit the
+env, an unwritable output folder) is one `error: ...` line on stderr and exit status 2, before any episode runs.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out is not None:
         prepare_out(args.out)
 
-    from embodied_rl.envs import UnknownTaskError, make_env
+    from embodied_rl.envs import make_env, to_env_config
     from embodied_rl.trainers import evaluate_policy
 
     try:
@@ -75,21 +78,22 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             run_dir, ckpt_path, cfg = load_run(args.checkpoint, args.overrides)
     except (FileNotFoundError, ValueError, KeyError) as err:
-        raise SystemExit(f"error: {err}") from err
+        cli.fail(str(err))
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     if env_cfg.get("obs_mode", "state") == "state":
         env_cfg["image_size"] = args.video_size  # pixels only feed the video, so render them large
+    try:  # before the env is built: an unknown task or env setting is one error line
+        env_cfg["task"] = to_env_config(env_cfg).task  # checked, and canonical: "reach-v3" -> "metaworld/reach-v3"
+    except (ValueError, TypeError) as err:  # UnknownTaskError is a ValueError
+        cli.fail(str(err))
     if args.scripted:
         from embodied_rl.envs import scripted_policy
 
-        try:  # before the env is built: only Meta-World tasks have one
+        try:  # only Meta-World tasks have one
             policy, info = scripted_policy(env_cfg["task"]), {"policy": "scripted"}
-        except ValueError as err:  # an unknown task, or a locomotion task
-            raise SystemExit(f"error: {err}") from err
-    try:
-        env = make_env(env_cfg)
-    except UnknownTaskError as err:
-        raise SystemExit(f"error: {err}") from err
+        except ValueError as err:  # a locomotion task
+            cli.fail(str(err))
+    env = make_env(env_cfg)
 
     if args.scripted:
         out = args.out or out_dir(Path("runs") / "scripted" / env_cfg["task"] / "eval", args.overrides)
@@ -102,14 +106,11 @@ def main(argv: list[str] | None = None) -> dict:
                 warnings.simplefilter("ignore", OtherTaskWarning)  # said below as a note
                 agent, run_cfg, ckpt = load_agent(ckpt_path, env=env, device=args.device)
         except CheckpointError as err:  # truncated, empty or foreign: name the checkpoints that could be used
-            print(f"error: {err}{other_checkpoints(ckpt_path)}", file=sys.stderr)
-            raise SystemExit(2) from err
+            cli.fail(f"{err}{other_checkpoints(ckpt_path)}")
         except RuntimeError as err:
-            print(f"error: {mismatch_message(err, env)}", file=sys.stderr)
-            raise SystemExit(2) from err
+            cli.fail(mismatch_message(err, env))
         except ValueError as err:  # the run's config.yaml holds a setting the agent refuses
-            print(f"error: {ckpt_path}: {err}", file=sys.stderr)
-            raise SystemExit(2) from err
+            cli.fail(f"{ckpt_path}: {err}")
         if message := other_task_message(run_cfg, env):  # the agent fits this env's spaces
             print(f"note: {message}", file=sys.stderr)
         policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
@@ -139,12 +140,22 @@ def main(argv: list[str] | None = None) -> dict:
         result["normalized_score"] = score
     replace_results(out, staging, result)
     extra = f", normalised score {score:.1f}" if score is not None else ""
+    what = progress_label(None if args.scripted else run_cfg, info)
     print(
-        f"[eval] {env_cfg['task']} {info.get('step', 'scripted')}: success {result['success_rate']:.2f}, return "
+        f"[eval] {env_cfg['task']} {what}: success {result['success_rate']:.2f}, return "
         f"{result['return_mean']:.1f} ± {result['return_std']:.1f}{extra} over {args.episodes} episodes -> {out}"
     )
     env.close()
     return result
+
+
+def progress_label(run_cfg, info: dict) -> str:
+    """What was evaluated, for the summary line: `scripted`, `step N` (an online run: env steps) or `update N`
+    (an offline run, trainer.kind=offline: its step counter counts gradient updates)."""
+    if run_cfg is None:
+        return "scripted"
+    offline = OmegaConf.select(run_cfg, "trainer.kind", default=None) == "offline"
+    return f"{'update' if offline else 'step'} {info['step']}"
 
 
 def load_run(path: Path, overrides: list[str]):
@@ -156,8 +167,9 @@ def load_run(path: Path, overrides: list[str]):
     cfg = load_run_config(run_dir)  # ValueError naming config.yaml when it is damaged
     try:
         cfg.merge_with_dotlist(overrides)
-    except Exception as err:
-        raise ValueError(f"bad override: {err}") from err
+    except Exception as err:  # OmegaConf's message: a first line, then `full_key: ...` and `object_type=...` lines
+        key = getattr(err, "full_key", None)
+        raise ValueError(f"bad override{f' {key}' if key else ''}: {str(err).splitlines()[0]}") from err
     return run_dir, ckpt_path, cfg
 
 
@@ -199,7 +211,7 @@ def prepare_out(out: Path) -> None:
     try:
         cli.writable(out, directory=True)
     except cli.NotWritable as err:
-        raise SystemExit(f"error: cannot write the results to {out}: {err}") from None
+        cli.fail(f"cannot write the results to {out}: {err}")
 
 
 def other_checkpoints(path: Path) -> str:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from script_helpers import load_script
 from test_scripts_cli import tiny_run  # noqa: F401  (module fixture: a reach-v3 SAC run, checkpoints 50 and 100)
 
@@ -90,16 +92,25 @@ def test_override_folder_names_are_filesystem_safe():
     assert len(long) == 120 and long != out_dir(base, [f"env.task={'a' * 299}"]).name
 
 
-def test_evaluate_checks_the_output_folder_before_any_episode(run_copy, tmp_path, monkeypatch):
+def evaluate_error(argv: list[str], capsys) -> str:
+    """The one error line of `evaluate.py <argv>`, which must exit with status 2 (a user error, as argparse's)."""
+    with pytest.raises(SystemExit) as exc:
+        load_script("evaluate").main(argv)
+    error = capsys.readouterr().err.strip()
+    assert exc.value.code == 2, error
+    assert error.startswith("error: ") and "\n" not in error, error
+    return error
+
+
+def test_evaluate_checks_the_output_folder_before_any_episode(run_copy, tmp_path, monkeypatch, capsys):
     fail_if_evaluated(monkeypatch)
-    evaluate = load_script("evaluate")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(SystemExit, match=rf"^error: cannot write the results to {blocker / 'out'}: "):
-        evaluate.main([str(run_copy), *EVAL, "--out", str(blocker / "out")])
+    error = evaluate_error([str(run_copy), *EVAL, "--out", str(blocker / "out")], capsys)
+    assert error.startswith(f"error: cannot write the results to {blocker / 'out'}: ")
     (run_copy / "eval").write_text("")  # the default folder cannot be made either
-    with pytest.raises(SystemExit, match=r"^error: cannot write the results to .*eval/step_000000100: "):
-        evaluate.main([str(run_copy), *EVAL])
+    error = evaluate_error([str(run_copy), *EVAL], capsys)
+    assert re.match(r"error: cannot write the results to .*eval/step_000000100: ", error)
 
 
 def test_evaluate_creates_the_parents_of_out(tiny_run, tmp_path):  # noqa: F811
@@ -113,18 +124,15 @@ def test_evaluate_rejects_a_negative_seed_and_a_scripted_locomotion_task(tmp_pat
     with pytest.raises(SystemExit) as exc:
         evaluate.main([str(tmp_path), "--seed", "-1"])
     assert exc.value.code == 2 and "--seed: must be >= 0, got -1" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match=r"^error: scripted policies exist only for Meta-World tasks"):
-        evaluate.main(["--scripted", "mujoco/Hopper-v5", "--episodes", "1"])
+    error = evaluate_error(["--scripted", "mujoco/Hopper-v5", "--episodes", "1"], capsys)
+    assert error.startswith("error: scripted policies exist only for Meta-World tasks")
 
 
 @pytest.mark.parametrize("text", ["", "a: [1\n", "seed: 1\n"])
-def test_evaluate_names_a_damaged_config_yaml(run_copy, text):
+def test_evaluate_names_a_damaged_config_yaml(run_copy, text, capsys):
     config = run_copy / "config.yaml"
     config.write_text(text)
-    with pytest.raises(SystemExit) as exc:
-        load_script("evaluate").main([str(run_copy), *EVAL])
-    message = str(exc.value.code)
-    assert message.startswith(f"error: {config} ") and "\n" not in message
+    assert evaluate_error([str(run_copy), *EVAL], capsys).startswith(f"error: {config} ")
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", None])
@@ -140,6 +148,53 @@ def test_evaluate_names_a_damaged_checkpoint_and_the_others_of_the_run(run_copy,
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and str(checkpoint) in error and "\n" not in error
     assert error.endswith("that could be evaluated instead: step_000000050.pt")
+
+
+def test_evaluate_says_there_is_no_such_checkpoint_and_lists_the_runs(run_copy, tmp_path, monkeypatch, capsys):
+    """A mistyped checkpoint is not "no config.yaml in <the .pt path>" (new-user walkthrough)."""
+    fail_if_evaluated(monkeypatch)
+    listing = f"; checkpoints of {run_copy}: step_000000050.pt, step_000000100.pt, latest.pt"
+    for missing in (run_copy / "checkpoints" / "step_999.pt", run_copy / "step_999.pt"):
+        assert evaluate_error([str(missing), *EVAL], capsys) == f"error: no such checkpoint: {missing}{listing}"
+    elsewhere = tmp_path / "nowhere" / "checkpoints" / "step_1.pt"  # no run directory above it
+    assert evaluate_error([str(elsewhere), *EVAL], capsys) == f"error: no such checkpoint: {elsewhere}"
+    folder = tmp_path / "runs" / "sac"
+    assert evaluate_error([str(folder), *EVAL], capsys) == f"error: no such run directory or checkpoint: {folder}"
+    shutil.rmtree(run_copy / "checkpoints")  # a run killed before its first checkpoint
+    assert evaluate_error([str(run_copy), *EVAL], capsys) == (
+        f"error: no checkpoint at {run_copy / 'checkpoints' / 'latest.pt'}; "
+        f"the run directory {run_copy} has no checkpoints yet"
+    )
+
+
+def test_evaluate_exits_2_on_an_unknown_task_or_env_setting(run_copy, monkeypatch, capsys):
+    """As train.py and collect.py do: one error line and status 2, scripted or with a checkpoint."""
+    fail_if_evaluated(monkeypatch)
+    scripted = ["--scripted", "metaworld/drawer-opn-v3", "--episodes", "1"]
+    for argv in (scripted, [str(run_copy), *EVAL, "env.task=metaworld/drawer-opn-v3"]):
+        error = evaluate_error(argv, capsys)
+        assert error.startswith("error: Unknown task 'metaworld/drawer-opn-v3'. Did you mean: metaworld/drawer-open-v3")
+    scripted, checkpoint = ["--scripted", "reach-v3", "--episodes", "1"], [str(run_copy), *EVAL]
+    for argv, message in [
+        ([*scripted, "env.obs_mode=depth"], "obs_mode must be one of"),
+        ([*checkpoint, "env.obs_mode=depth"], "obs_mode must be one of"),
+        ([*scripted, "env.colour=1"], "unknown env option(s) ['colour']"),
+        ([*checkpoint, "env.colour=1"], "bad override env.colour: Key 'colour' is not in struct"),  # the run's config
+    ]:
+        assert message in evaluate_error(argv, capsys)
+
+
+def test_evaluate_summary_names_the_step_update_or_scripted_policy(run_copy, tmp_path, capsys):
+    evaluate = load_script("evaluate")
+    evaluate.main([str(run_copy), *EVAL, "--out", str(tmp_path / "online"), "env.time_limit=2"])
+    assert capsys.readouterr().out.startswith("[eval] metaworld/reach-v3 step 100: success ")
+    evaluate.main(["--scripted", "reach-v3", *EVAL, "--out", str(tmp_path / "scripted"), "env.time_limit=2"])
+    assert capsys.readouterr().out.startswith("[eval] metaworld/reach-v3 scripted: success ")
+    config = OmegaConf.load(run_copy / "config.yaml")  # an offline run counts gradient updates
+    config.trainer.kind, config.trainer.dataset = "offline", "not-built"
+    OmegaConf.save(config, run_copy / "config.yaml")
+    evaluate.main([str(run_copy), *EVAL, "--out", str(tmp_path / "offline"), "env.time_limit=2"])
+    assert capsys.readouterr().out.startswith("[eval] metaworld/reach-v3 update 100: success ")
 
 
 # ---------------------------------------------------------------- make_datasets.py

@@ -195,9 +195,10 @@ def test_evaluate_writes_results_and_one_video_per_episode(tiny_run, tmp_path):
     assert result["return_mean"] == saved["return_mean"]
 
 
-def test_evaluate_rejects_a_directory_without_a_run(tmp_path):
-    with pytest.raises(SystemExit, match="config.yaml"):
+def test_evaluate_rejects_a_directory_without_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
         load_script("evaluate").main([str(tmp_path)])
+    assert exc.value.code == 2 and f"error: no config.yaml in {tmp_path}" in capsys.readouterr().err
 
 
 def test_plot_draws_curves_from_seed_directories(tiny_run, tmp_path):

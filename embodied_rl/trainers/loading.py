@@ -25,8 +25,14 @@ from embodied_rl.trainers.checkpoint import load_checkpoint
 
 
 def find_run(path: str | Path) -> tuple[Path, Path]:
-    """(run directory, checkpoint file) from a run directory, its checkpoints/ directory or a .pt file."""
+    """(run directory, checkpoint file) from a run directory, its checkpoints/ directory or a .pt file.
+
+    A FileNotFoundError when there is none: a path that does not exist says so (listing the checkpoints of the run
+    directory above it, if there is one), a folder that is not a run directory says it has no config.yaml.
+    """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(missing_path_message(path))
     if path.is_file():
         ckpt = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -36,8 +42,27 @@ def find_run(path: str | Path) -> tuple[Path, Path]:
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"no config.yaml in {run_dir} (is it a run directory of scripts/train.py?)")
     if not ckpt.exists():
-        raise FileNotFoundError(f"no checkpoint at {ckpt}")
+        raise FileNotFoundError(f"no checkpoint at {ckpt}{checkpoints_of(run_dir)}")
     return run_dir, ckpt
+
+
+def missing_path_message(path: Path) -> str:
+    """The error for a `path` that does not exist: no such checkpoint (a .pt name) or run directory, with the
+    checkpoints of the run directory it would be in (a folder with config.yaml up to three levels above)."""
+    what = "no such checkpoint" if path.suffix == ".pt" else "no such run directory or checkpoint"
+    run_dir = next((p for p in list(path.parents)[:3] if (p / "config.yaml").is_file()), None)
+    return f"{what}: {path}" + ("" if run_dir is None else checkpoints_of(run_dir))
+
+
+def checkpoints_of(run_dir: Path, most: int = 8) -> str:
+    """The checkpoint files of `run_dir` (the newest `most` of them), as the end of an error line."""
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
+    if not names:
+        return f"; the run directory {run_dir} has no checkpoints yet"
+    steps = [name for name in names if name != "latest.pt"]
+    shown = steps[-most:] + (["latest.pt"] if "latest.pt" in names else [])
+    more = f" (and {len(steps) - most} earlier)" if len(steps) > most else ""
+    return f"; checkpoints of {run_dir}: {', '.join(shown)}{more}"
 
 
 class CheckpointError(RuntimeError):
