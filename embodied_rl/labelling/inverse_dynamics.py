@@ -48,13 +48,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import trange
 
 from embodied_rl.data.errors import DatasetError
 from embodied_rl.data.normalization import ObservationNormalizer
 from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.nn.distributions import TanhNormal
 from embodied_rl.nn.ensemble import EnsembleMLP
+from embodied_rl.nn.fit import FitSettings, fit, split_validation
 from embodied_rl.validation import check_field_types, check_ranges
 
 # ---------------------------------------------------------------- state windows
@@ -244,6 +244,7 @@ class IDMConfig:
     val_fraction: float = 0.1  # fraction of labelled trajectories held out (>= 1 when there are >= 2)
     select_metric: str = "nll"  # nll | mse: validation metric whose best weights are kept
     inputs: str = "differences"  # differences (ours) | states (paper): encoding of the state window (module docstring)
+    patience: int = 0  # early stopping: stop after N validations without improvement; 0: off (train all steps)
     progress: bool = False  # tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -253,12 +254,25 @@ class IDMConfig:
             **dict.fromkeys(("ensemble_size", "steps", "batch_size", "eval_every"), ">= 1"),
             "lr": "> 0",
             "val_fraction": "[0, 1)",
+            "patience": ">= 0",
         }
         check_ranges("IDM settings", vars(self), ranges, prefix="idm.")
         if self.select_metric not in ("nll", "mse"):
             raise ValueError(f"idm.select_metric must be 'nll' or 'mse', got {self.select_metric!r}")
         if self.inputs not in INPUT_ENCODINGS:
             raise ValueError(f"idm.inputs must be one of {', '.join(INPUT_ENCODINGS)}, got {self.inputs!r}")
+
+    def fit_settings(self) -> FitSettings:
+        """The settings of the shared fit loop (`embodied_rl.nn.fit`)."""
+        return FitSettings(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            eval_every=self.eval_every,
+            select_metric=self.select_metric,
+            patience=self.patience,
+            progress=self.progress,
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> IDMConfig:
@@ -292,18 +306,6 @@ class IDMTrainReport:
         return asdict(self)
 
 
-def split_validation(
-    trajectories: Sequence[Trajectory], val_fraction: float, seed: int
-) -> tuple[list[Trajectory], list[Trajectory]]:
-    """Hold out round(val_fraction * N) trajectories (at least 1 when N >= 2 and val_fraction > 0, and never
-    all of them), drawn uniformly at random. Returns (train, validation), each in the input order."""
-    n = len(trajectories)
-    num_val = 0 if n < 2 or val_fraction <= 0 else min(n - 1, max(1, int(math.floor(val_fraction * n + 0.5))))
-    val_positions = set(np.random.default_rng(seed).choice(n, size=num_val, replace=False).tolist())
-    train = [t for i, t in enumerate(trajectories) if i not in val_positions]
-    return train, [t for i, t in enumerate(trajectories) if i in val_positions]
-
-
 def train_inverse_dynamics(
     labelled: Sequence[Trajectory],
     cfg: IDMConfig | Mapping[str, Any] | None = None,
@@ -317,7 +319,9 @@ def train_inverse_dynamics(
 
     A `cfg.val_fraction` of the trajectories (or the given `validation` trajectories) is held out; every
     `cfg.eval_every` updates the validation NLL and MSE are measured, and the weights with the best
-    `cfg.select_metric` are restored at the end. Without validation data the final weights are returned.
+    `cfg.select_metric` are restored at the end (`cfg.patience` > 0: training stops after that many validations
+    without improvement). Without validation data the final weights are returned. The loop is the shared
+    `embodied_rl.nn.fit.fit`; this function builds the data, the model and its loss, and the report.
     `logger` (optional): an object with `log(metrics, step, prefix)`, e.g. `embodied_rl.logging.RunLogger`.
     """
     cfg = cfg if isinstance(cfg, IDMConfig) else IDMConfig.from_mapping(cfg)
@@ -344,54 +348,37 @@ def train_inverse_dynamics(
         )
     model.to(device)
     model.fit_normalizers(train.obs, train.windows(torch.arange(len(train), device=device)))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    generator = torch.Generator(device).manual_seed(seed)
+
+    def batch_nll(idx: torch.Tensor) -> torch.Tensor:
+        return model.nll(train.windows(idx), train.actions[idx])  # (E,), one minibatch (E, B) per member
+
+    fit_report = fit(
+        model,
+        batch_nll,
+        len(train),
+        cfg.fit_settings(),
+        validate=(lambda: _evaluate(model, val)) if val is not None else None,
+        ensemble_size=cfg.ensemble_size,
+        seed=seed,
+        logger=logger,
+        log_prefix="idm",
+        loss_name="nll",
+        desc="inverse dynamics",
+    )
+    best = fit_report.best_metrics
     report = IDMTrainReport(
+        eval_steps=fit_report.eval_steps,
+        train_nll=fit_report.train_loss,
+        val_nll=fit_report.val_metrics.get("nll", []),
+        val_mse=fit_report.val_metrics.get("mse", []),
+        best_step=fit_report.best_step,
+        best_val_nll=best.get("nll", math.nan),
+        best_val_mse=best.get("mse", math.nan),
         select_metric=cfg.select_metric,
         train_episode_ids=[t.episode_id for t in train_trajectories],
         val_episode_ids=[t.episode_id for t in val_trajectories],
         num_train_transitions=len(train),
         num_val_transitions=len(val) if val is not None else 0,
     )
-    best_value, best_state = math.inf, None
-    running_nll, updates_since_eval = torch.zeros((), device=device), 0
-
-    bar = trange(1, cfg.steps + 1, desc="inverse dynamics", disable=not cfg.progress, leave=False)
-    for step in bar:
-        idx = torch.randint(len(train), (cfg.ensemble_size, cfg.batch_size), generator=generator, device=device)
-        nll = model.nll(train.windows(idx), train.actions[idx])  # (E,), one minibatch per member
-        optimizer.zero_grad(set_to_none=True)
-        nll.sum().backward()  # members are independent: the sum gives each its own gradient
-        optimizer.step()
-        running_nll += nll.detach().mean()
-        updates_since_eval += 1
-        if step % cfg.eval_every and step != cfg.steps:
-            continue
-
-        metrics = {"train_nll": float(running_nll) / updates_since_eval}
-        running_nll.zero_()
-        updates_since_eval = 0
-        report.eval_steps.append(step)
-        report.train_nll.append(metrics["train_nll"])
-        if val is not None:
-            model.eval()
-            val_metrics = _evaluate(model, val)
-            model.train()
-            metrics.update(val_nll=val_metrics["nll"], val_mse=val_metrics["mse"])
-            report.val_nll.append(val_metrics["nll"])
-            report.val_mse.append(val_metrics["mse"])
-            if val_metrics[cfg.select_metric] < best_value:
-                best_value = val_metrics[cfg.select_metric]
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                report.best_step = step
-                report.best_val_nll, report.best_val_mse = val_metrics["nll"], val_metrics["mse"]
-        bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-        if logger is not None:
-            logger.log(metrics, step=step, prefix="idm")
-
-    if best_state is not None:
-        model.load_state_dict(best_state)  # model selection: the best validation weights, not the last ones
-    else:
-        report.best_step = cfg.steps
     model.eval()
     return model, report
