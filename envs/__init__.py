@@ -16,6 +16,7 @@ from .factory import make_env, make_vector_env, subenv_seeds  # noqa: E402
 from .registration import env_id_for, register_envs  # noqa: E402
 from .scripted import scripted_policy  # noqa: E402
 from .tasks import METAWORLD_TASKS, MUJOCO_TASKS, UnknownTaskError  # noqa: E402
+from .wrappers import RewardFunction  # noqa: E402
 
 register_envs()
 
@@ -24,6 +25,7 @@ __all__ = [
     "MUJOCO_TASKS",
     "EnvConfig",
     "RenderingBackendError",
+    "RewardFunction",
     "UnknownTaskError",
     "configure_rendering_backend",
     "env_id_for",

@@ -94,16 +94,24 @@ def _non_negative_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def to_env_config(cfg: EnvConfig | Mapping[str, Any] | None = None, **overrides: Any) -> EnvConfig:
-    """An `EnvConfig` from an EnvConfig, a dict, an OmegaConf DictConfig or None, plus ``overrides``."""
-    if isinstance(cfg, EnvConfig):
+def to_env_config(cfg: str | EnvConfig | Mapping[str, Any] | None = None, **overrides: Any) -> EnvConfig:
+    """An `EnvConfig` from an EnvConfig, a dict, an OmegaConf DictConfig or None, plus ``overrides``.
+
+    A string is the task, as gym.make's id: ``to_env_config("metaworld/reach-v3", seed=0)`` is
+    ``to_env_config(task="metaworld/reach-v3", seed=0)`` (giving ``task=`` as well is a TypeError).
+    """
+    if isinstance(cfg, str):
+        if "task" in overrides:
+            raise TypeError(f"task given twice: as the first argument {cfg!r} and as task={overrides['task']!r}")
+        values = {"task": cfg}
+    elif isinstance(cfg, EnvConfig):
         values = dataclasses.asdict(cfg)
     elif cfg is None:
         values = {}
     elif isinstance(cfg, Mapping):
         values = _plain_mapping(cfg)
     else:
-        raise TypeError(f"env config must be an EnvConfig, a mapping or None, got {type(cfg).__name__}")
+        raise TypeError(f"env config must be a task name, an EnvConfig, a mapping or None, got {type(cfg).__name__}")
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(EnvConfig)}
     unknown = sorted(set(values) - known)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -14,38 +14,91 @@ from .registration import env_id_for
 from .tasks import METAWORLD
 from .wrappers import ActionRepeat, FrameStack, PixelObservation, TimeLimit
 
+EnvWrapper = Callable[[gym.Env], gym.Env]
 
-def make_env(cfg: EnvConfig | Mapping[str, Any] | None = None, **overrides: Any) -> gym.Env:
-    """The wrapped env for ``cfg`` (EnvConfig, dict or DictConfig; ``overrides`` win), e.g.
+
+def make_env(
+    cfg: str | EnvConfig | Mapping[str, Any] | None = None,
+    *,
+    wrappers: Iterable[EnvWrapper] = (),
+    **overrides: Any,
+) -> gym.Env:
+    """The wrapped env for ``cfg``: a task name (like gym.make's id), an EnvConfig, a dict or a DictConfig, with
+    ``overrides`` on top, e.g. ``make_env("metaworld/reach-v3")`` or
     ``make_env(task="mujoco/Hopper-v5", obs_mode="pixels")``.
 
     Built through ``gym.make`` on the registered id, so ``env.spec`` holds every option and Minari can rebuild
     the env from a dataset. ``render_mode`` may be given (only "rgb_array"; ``render()`` always works).
+
+    ``wrappers``: callables ``env -> env`` (a wrapper class, ``functools.partial(SomeWrapper, arg=...)``)
+    applied after ``gym.make``, in order, innermost first, so the last one is the env returned and the first
+    one wraps the package's own `TimeLimit`, e.g. ``wrappers=[functools.partial(RewardFunction, fn=reward)]``
+    to train on a learned or generated reward. They are not an env option: neither the `EnvConfig` nor
+    ``env.spec.kwargs`` holds them (gymnasium lists each one in ``env.spec.additional_wrappers``).
     """
+    wrappers = checked_wrappers(wrappers)
     render_mode = overrides.pop("render_mode", None)
     config = to_env_config(cfg, **overrides)
     extra = {} if render_mode is None else {"render_mode": render_mode}
-    return gym.make(env_id_for(config.task), **dataclasses.asdict(config), **extra)
+    env = gym.make(env_id_for(config.task), **dataclasses.asdict(config), **extra)
+    return apply_wrappers(env, wrappers)
 
 
 def make_vector_env(
-    cfg: EnvConfig | Mapping[str, Any] | None = None,
+    cfg: str | EnvConfig | Mapping[str, Any] | None = None,
     num_envs: int = 1,
     asynchronous: bool = False,
+    *,
+    wrappers: Iterable[EnvWrapper] = (),
     **overrides: Any,
 ) -> gym.vector.VectorEnv:
-    """``num_envs`` copies of `make_env(cfg)`, seeded by `subenv_seeds` (fresh entropy if the seed is None).
+    """``num_envs`` copies of `make_env(cfg, wrappers=wrappers)`, seeded by `subenv_seeds` (fresh entropy if the
+    seed is None); ``cfg`` as in `make_env` (``make_vector_env("mujoco/Hopper-v5", num_envs=8)``).
 
     Synchronous by default, subprocesses with ``asynchronous=True``. Autoreset is SAME_STEP: a finished
-    sub-env is reset inside the step that ended it, its last observation in ``info["final_obs"]``.
+    sub-env is reset inside the step that ended it, its last observation in ``info["final_obs"]``. Every
+    sub-env gets ``wrappers``; with ``asynchronous=True`` they go to the subprocesses through cloudpickle
+    (module-level classes and functions, partials of them and lambdas all travel).
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    wrappers = checked_wrappers(wrappers)
     config = to_env_config(cfg, **overrides)
     seeds = subenv_seeds(config.seed, num_envs)
-    env_fns = [functools.partial(make_env, dataclasses.replace(config, seed=seed)) for seed in seeds]
+    env_fns = [functools.partial(make_env, dataclasses.replace(config, seed=seed), wrappers=wrappers) for seed in seeds]
     vector_env_class = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     return vector_env_class(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def checked_wrappers(wrappers: Iterable[EnvWrapper]) -> tuple[EnvWrapper, ...]:
+    """``wrappers`` as a tuple, each one callable; a TypeError naming the culprit otherwise."""
+    if callable(wrappers) or isinstance(wrappers, (str, bytes, Mapping)) or not isinstance(wrappers, Iterable):
+        raise TypeError(
+            f"wrappers must be a list of callables env -> env (wrapper classes or functools.partial of them), "
+            f"got {wrappers!r}; put a single wrapper in a list: wrappers=[{getattr(wrappers, '__name__', '...')}]"
+        )
+    wrappers = tuple(wrappers)
+    for i, wrapper in enumerate(wrappers):
+        if not callable(wrapper):
+            raise TypeError(
+                f"wrappers[{i}] is {wrapper!r}, not a callable env -> env (a wrapper class, or "
+                f"functools.partial(SomeWrapper, arg=...)); pass the wrapper itself, not an instance"
+            )
+    return wrappers
+
+
+def apply_wrappers(env: gym.Env, wrappers: Iterable[EnvWrapper]) -> gym.Env:
+    """``env`` wrapped by each of ``wrappers`` in order (innermost first); each must return a gymnasium Env."""
+    for i, wrapper in enumerate(wrappers):
+        wrapped = wrapper(env)
+        if not isinstance(wrapped, gym.Env):
+            env.close()
+            raise TypeError(
+                f"wrappers[{i}] ({getattr(wrapper, '__name__', wrapper)!r}) returned {type(wrapped).__name__}, "
+                f"not a gymnasium.Env; a wrapper takes the env and returns the wrapped env"
+            )
+        env = wrapped
+    return env
 
 
 def subenv_seeds(seed: int | None, num_envs: int) -> list[int | None]:

@@ -1,12 +1,14 @@
 """The wrappers `make_env` stacks on a base env, each one lean enough to cost ~1 us per step.
 
 Order, innermost first: base env -> [DistractorWrapper] -> ActionRepeat -> PixelObservation -> FrameStack
--> TimeLimit. Pixels are rendered once per agent step (after the repeats), only through ``self.env.render()``.
+-> TimeLimit -> the caller's ``wrappers`` (`make_env(..., wrappers=[...])`, e.g. `RewardFunction`). Pixels are
+rendered once per agent step (after the repeats), only through ``self.env.render()``.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -119,3 +121,29 @@ class TimeLimit(gym.Wrapper):
         truncated = truncated or self.elapsed_steps >= self.max_steps
         self._episode_over = terminated or truncated
         return obs, reward, terminated, truncated, info
+
+
+class RewardFunction(gym.Wrapper):
+    """Replace the reward by ``fn(obs, action, next_obs, info)`` (a learned or generated reward, online).
+
+    ``obs`` is the observation the action was taken in, ``next_obs`` and ``info`` the step's; ``info["env_reward"]``
+    holds the wrapped env's own reward (already set when ``fn`` is called). The result is cast to float. Pass
+    it to the factory as ``make_env(task, wrappers=[functools.partial(RewardFunction, fn=reward)])``.
+    """
+
+    def __init__(self, env: gym.Env, fn: Callable[[Any, Any, Any, dict[str, Any]], float]):
+        super().__init__(env)
+        self.fn = fn
+        self._obs = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._obs = obs
+        return obs, info
+
+    def step(self, action):
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        info["env_reward"] = reward
+        reward = float(self.fn(self._obs, action, next_obs, info))
+        self._obs = next_obs
+        return next_obs, reward, terminated, truncated, info
