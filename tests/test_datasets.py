@@ -414,7 +414,8 @@ def test_load_checkpoint_policy_rebuilds_the_saved_agent(tiny_run):
 
     from_run_dir = make_behaviour_policy("checkpoint", env, RUN_TASK, checkpoint=str(tiny_run), deterministic=True)
     np.testing.assert_array_equal(from_run_dir(obs, info), action)  # a run directory means latest.pt
-    with pytest.raises(FileNotFoundError, match="config.yaml"):
+    missing = f"^no such run directory or checkpoint: {tiny_run}/missing; checkpoints of {tiny_run}: step_"
+    with pytest.raises(FileNotFoundError, match=missing):
         load_checkpoint_policy(str(tiny_run / "missing"), env)
 
 
