@@ -1,5 +1,5 @@
 """The package's dependencies point one way (../shared/DESIGN.md): envs <- data <- nn <- agents / labelling <-
-trainers <- pipelines, so each layer can be read, tested and reused without the ones above it. Checked on every
+trainers <- pipelines <- runs, so each layer can be read, tested and reused without the ones above it. Checked on every
 import statement, those inside functions included (a lazy import is still a dependency)."""
 
 import ast
@@ -9,12 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {  # package (or top-level module) of embodied_rl -> its layer; an import must go to a lower layer
-    **dict.fromkeys(("envs", "validation", "devices", "files", "memory"), 0),
+    **dict.fromkeys(("envs", "validation", "devices", "threads", "files", "memory"), 0),
     **dict.fromkeys(("data", "logging", "cli"), 1),
     "nn": 2,
     **dict.fromkeys(("agents", "labelling", "rewards", "llm", "bench"), 3),
     "trainers": 4,
     "pipelines": 5,
+    "runs": 6,
 }
 FORBIDDEN = {"envs": {"torch"}, "agents": {"embodied_rl.envs"}}  # env wrappers never use torch; agents never step envs
 

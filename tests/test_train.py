@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -797,7 +798,7 @@ def test_online_trainer_makes_utd_ratio_updates_per_env_step_after_the_warm_up(t
 def test_online_trainer_stores_true_last_observations_and_truncation_is_not_termination(tmp_path):
     trainer = tiny_online_trainer(tmp_path, total_steps=12, seed_steps=100)
     trainer.train()
-    buffer = trainer.buffer
+    buffer = trainer.storage
     assert buffer.size == 12
     # obs counts the steps of its episode: the last step (truncated) leads to obs 3, not to the reset's 0
     torch.testing.assert_close(buffer.next_obs[:12], buffer.obs[:12] + 1)
@@ -809,7 +810,7 @@ def test_online_runs_with_different_seeds_start_their_episodes_differently(tmp_p
     for seed in (0, 1):
         trainer = tiny_online_trainer(tmp_path / f"seed{seed}", RandomStart, seed=seed, total_steps=2, seed_steps=10)
         trainer.train()
-        first_obs += trainer.buffer.obs[:2, 0].tolist()
+        first_obs += trainer.storage.obs[:2, 0].tolist()
     assert len(set(first_obs)) == 4, first_obs  # no sub-env of one run starts like one of the other
 
 
@@ -833,7 +834,7 @@ def test_online_resume_continues_the_random_streams_of_the_uninterrupted_run(tmp
     resumed.train()
     assert resumed.updates_done == whole.updates_done == updates
     assert resumed.episodes_done == whole.episodes_done == 4  # 2 envs x 6 steps of 3-step episodes
-    torch.testing.assert_close(resumed.buffer.action[:12], whole.buffer.action[:12], rtol=0, atol=0)
+    torch.testing.assert_close(resumed.storage.action[:12], whole.storage.action[:12], rtol=0, atol=0)
 
 
 def test_resume_without_a_replay_buffer_refills_at_least_one_batch_before_updating(tmp_path):
@@ -1082,7 +1083,7 @@ def test_a_resumed_logger_drops_the_rows_logged_after_the_checkpoint(tmp_path):
 def test_offline_reward_transform_rescales_by_the_spread_of_returns_then_scales_and_shifts():
     from types import SimpleNamespace
 
-    scale_rewards = load_script("train").scale_rewards
+    from embodied_rl.trainers.assembly import scale_rewards
     trajectories = [SimpleNamespace(episode_return=r) for r in (-100.0, 50.0, 300.0)]  # spread 400
     reward = torch.tensor([1.0, -2.0, 0.0])
     for normalize, factor in (("none", 1.0), ("returns", 1000.0 / 400.0)):
@@ -1303,13 +1304,18 @@ def test_resume_refuses_a_run_without_config_or_with_a_damaged_checkpoint(tmp_pa
 
 def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
     run_dir = tmp_path / "interrupted"
-    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100000", "trainer.checkpoint_every=50"]
+    args = [*TINY, f"run_dir={run_dir}", "trainer.total_steps=100000", "trainer.checkpoint_every=50", "overwrite=true"]
     proc = start_run_until(args, lambda: (run_dir / "checkpoints" / "latest.pt").exists())
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr[-2000:]
-    assert "interrupted:" in stderr and "plus resume=true continues" in stderr
     assert "Traceback" not in stderr
+    # the hint is a command that works: the run's own arguments with resume=true instead of overwrite=true
+    hint = re.search(r"interrupted: .* has a checkpoint at step \d+; continue it with: (.*)", stderr)
+    assert hint, stderr[-2000:]
+    command = shlex.split(hint[1])
+    assert command[:2] == ["python", "scripts/train.py"] and command[-1] == "resume=true"
+    assert "overwrite=true" not in command and f"run_dir={run_dir}" in command
 
 
 def test_offline_refuses_a_dataset_of_another_task(tiny_dataset, tmp_path):

@@ -159,6 +159,12 @@ class OfflineAgentBase:
             self.normalizer.fit(obs)
         self.normalizer_fitted = True
 
+    def prepare(self, data: Any) -> None:
+        """The agent protocol's `prepare` hook (`embodied_rl.agents.protocol`): fit the normaliser on the training
+        data's observations (`data.obs`, (N, S)) unless a loaded state_dict or an earlier call already set it."""
+        if not self.normalizer_fitted:
+            self.fit_normalizer(data.obs)
+
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         obs = obs.float()
         return self.normalizer(obs) if self.normalize_obs else obs
@@ -174,7 +180,7 @@ class OfflineAgentBase:
         if self.normalize_obs and not self.normalizer_fitted:
             warnings.warn(
                 f"{self.name} trains with normalize_obs=True but fit_normalizer(dataset_obs) was never called: its "
-                "observations are not normalised (OfflineTrainer and scripts/train.py call it)",
+                "observations are not normalised (OfflineTrainer calls it through prepare(data))",
                 stacklevel=3,
             )
             self.normalizer_fitted = True  # warned once

@@ -114,10 +114,13 @@ class ReplayBuffer:
         reward: ArrayLike,
         next_obs: ArrayLike | dict[str, ArrayLike],
         terminated: ArrayLike,
+        truncated: ArrayLike | None = None,
         mask: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         """Add one transition, or N (leading dim) from a vector env; rows where `mask` is False are skipped
-        (e.g. the reset step of a gymnasium autoreset)."""
+        (e.g. the reset step of a gymnasium autoreset). `truncated` is accepted and not stored: a transition
+        needs only termination (no bootstrapping), but every storage of the online trainer takes it (a sequence
+        store needs it to know where episodes end)."""
         batch = _flatten(
             {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "terminated": terminated}
         )

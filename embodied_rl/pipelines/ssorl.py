@@ -16,7 +16,7 @@ This module builds the stage-3 dataset; the offline RL trainer is separate. Flow
 
 `prepare_ssorl_dataset` runs the whole flow from a config (configs/ssorl/default.yaml); `save_arm_dataset` /
 `load_arm_dataset` keep its result with a run, so a resumed run trains on the same proxy actions without
-training the IDM again.
+training the IDM again. `SSORLPipeline` (at the end) is the method as a run: `experiment=ssorl`.
 
 The split reproduces the paper's "coupled" setting, where the labelled data is small *and* of low quality: the
 labelled trajectories are a `labelled_fraction` of the dataset drawn from its lowest-return `return_quantile`
@@ -25,7 +25,9 @@ labelled trajectories are a `labelled_fraction` of the dataset drawn from its lo
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,8 +39,10 @@ import torch
 from embodied_rl.data.errors import DatasetError
 from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.devices import resolve_device
-from embodied_rl.files import atomic_write
+from embodied_rl.files import atomic_write, write_json
 from embodied_rl.labelling.inverse_dynamics import IDMConfig, InverseDynamicsModel, train_inverse_dynamics
+from embodied_rl.pipelines.base import Pipeline
+from embodied_rl.trainers.assembly import Run
 from embodied_rl.validation import check_field_types, check_ranges
 
 ARMS = ("labelled_only", "semi_supervised", "oracle")
@@ -353,3 +357,53 @@ def load_arm_dataset(trajectories: Sequence[Trajectory], path: str | Path) -> li
         fields_ = {**_trajectory_fields(source), "actions": actions[start : start + length], "infos": infos}
         out.append(Trajectory(**fields_))
     return out
+
+
+# ---------------------------------------------------------------- the pipeline: split, label, hand off to IQL / TD3+BC
+
+
+class SSORLPipeline(Pipeline):
+    """SS-ORL as a run (`experiment=ssorl`): the dataset of `trainer.dataset` -> this arm's dataset
+    (`prepare_ssorl_dataset`) -> the offline learner of `agent`.
+
+    Outputs: ssorl.json (split, IDM report, proxy-action error), ssorl_dataset.npz (the arm's actions, so a resumed
+    run trains on the same data without training the IDM again) and idm/ (the IDM's curves on their own step axis,
+    semi_supervised arm only). The proxy-action error is also logged at step 0 under `ssorl/`.
+    """
+
+    name = "ssorl"
+    settings_class = SSORLConfig
+    trainer_kinds = ("offline",)
+    outputs = ("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp", "idm")
+    resumable = ("idm.progress",)
+
+    def run(self, run: Run) -> dict[str, Any]:
+        return run.train_offline(prepare=self.prepare)
+
+    def prepare(self, run: Run, trajectories: list[Trajectory], env: Any) -> list[Trajectory]:
+        """The arm's dataset: kept from the run directory when the run resumes, else made and saved there."""
+        saved, report = run.run_dir / "ssorl_dataset.npz", run.run_dir / "ssorl.json"
+        if run.resuming and saved.exists() and report.exists():  # the same data as before, no IDM training again
+            dataset = load_arm_dataset(trajectories, saved)
+            diagnostics = json.loads(report.read_text())
+            run.logger.summary(
+                f"[ssorl] resumed with the {diagnostics['arm']} arm's dataset of {saved.name} (the IDM is not trained "
+                f"again): {diagnostics['num_dataset_trajectories']} trajectories"
+            )
+            return dataset
+        # a new run, or a resume of one made before runs kept their dataset
+        shutil.rmtree(run.run_dir / "idm", ignore_errors=True)  # the curves of an IDM trained again start afresh
+        idm_logger = run.logger_for("idm") if self.settings.arm == "semi_supervised" else None
+        try:
+            dataset, diagnostics = prepare_ssorl_dataset(
+                trajectories, self.settings, seed=run.seed, logger=idm_logger or run.logger, device=str(run.device)
+            )
+        finally:
+            if idm_logger is not None:
+                idm_logger.close()
+        save_arm_dataset(saved, dataset)
+        write_json(report, diagnostics)
+        proxy = {k: v for k, v in diagnostics.items() if k.startswith("proxy_action_")}
+        if proxy and not run.resuming:  # diagnosis only (never trained on); a resumed run has its step-0 row
+            run.logger.log(proxy, step=0, prefix="ssorl")
+        return dataset

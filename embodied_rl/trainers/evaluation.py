@@ -8,14 +8,31 @@ from typing import Any
 
 import numpy as np
 
+from embodied_rl.agents.protocol import reset_agent
 from embodied_rl.logging import write_video
 
-Policy = Callable[[Any], np.ndarray]
+Policy = Callable[[Any], np.ndarray]  # obs -> action; may have `reset()`, called at each episode start
+
+
+class AgentPolicy:
+    """An agent's deterministic policy for evaluation: `agent.act(obs, deterministic=True)`, with the agent's
+    recurrent state (if any) reset at each episode start through the agent protocol's `reset(done_mask)`."""
+
+    def __init__(self, agent):
+        self.agent = agent
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        return self.agent.act(obs, deterministic=True)
+
+    def reset(self) -> None:
+        reset_agent(self.agent, np.ones(1, dtype=bool))
 
 
 def run_episode(policy: Policy, env, seed: int | None, record: bool = False) -> dict[str, Any]:
     """Roll out one episode; `success` is true if the env reported success at any step."""
     obs, info = env.reset(seed=seed)
+    if hasattr(policy, "reset"):
+        policy.reset()
     frames = [env.render()] if record else []
     episode_return, length, success = 0.0, 0, False
     done = False
@@ -96,7 +113,7 @@ def evaluate_and_log(
     scalars (plus the normalised score when `ref_scores` are known) logged under `eval/` at `step`, one
     console line. Returns {"step": step, **scalars}."""
     result = evaluate_policy(
-        lambda o: agent.act(o, deterministic=True),
+        AgentPolicy(agent),
         env,
         episodes,
         seed=seed,

@@ -2,10 +2,11 @@
 refused), and its results.json.
 
 A run directory (default runs/<name>/<task>/seed<seed>) holds config.yaml, metrics.csv, TensorBoard events (tb/),
-checkpoints/, videos/ and results.json; SS-ORL runs also ssorl.json, ssorl_dataset.npz and idm/ (`RUN_OUTPUTS`).
-`prepare_run_dir` never mixes two runs in one: an existing run needs resume=true (checked against its
-config.yaml: only `RESUMABLE_KEYS` may change, and keys the package gained later, `KEYS_ADDED_LATER`, may be
-present at their old-behaviour value) or overwrite=true.
+checkpoints/, videos/ and results.json (`RUN_OUTPUTS`), and whatever its pipeline adds (the caller passes those
+names in: this module knows no method). `prepare_run_dir` never mixes two runs in one: an existing run needs
+resume=true (checked against its config.yaml: only `RESUMABLE_KEYS` and the pipeline's resumable keys may change,
+and keys the package gained later, `KEYS_ADDED_LATER`, may be present at their old-behaviour value) or
+overwrite=true.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -23,19 +25,22 @@ from embodied_rl.trainers.builders import ConfigError
 from embodied_rl.trainers.checkpoint import checkpoint_step, other_checkpoints
 from embodied_rl.validation import flatten
 
-# What a run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh.
+# What every run writes into its run directory (scripts/evaluate.py adds eval/); removed when it starts afresh,
+# with the outputs the pipelines declare.
 RUN_OUTPUTS = (
-    *("checkpoints", "videos", "tb", "eval", "metrics.csv", "metrics.csv.tmp", "results.json", "results.json.tmp"),
-    *("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp", "idm"),  # SS-ORL: diagnostics, dataset, IDM curves
+    *("checkpoints", "videos", "tb", "eval"),
+    *("metrics.csv", "metrics.csv.tmp", "results.json", "results.json.tmp"),
 )
 
 # Keys that may differ from the run's config.yaml on resume: the flags, the run directory's name, console
 # output, the training length (so a finished run can be extended), and settings that change neither the agent
 # nor its data: evaluation, logging and checkpoint schedules, and the replay size (the buffer keeps its newest
-# rows). Any other change is refused. logging.tensorboard is not resumable (the curves would have a gap), nor
-# trainer.keep_checkpoints (a smaller value would prune the checkpoints a dataset recipe still needs).
+# rows), and the thread count. Any other change is refused. logging.tensorboard is not resumable (the curves would
+# have a gap), nor trainer.keep_checkpoints (a smaller value would prune the checkpoints a dataset recipe still
+# needs). A pipeline adds its own (e.g. a progress bar of its data preparation).
 RESUMABLE_KEYS = (
     "resume",
+    "threads",
     "overwrite",
     "name",
     "run_dir",
@@ -50,7 +55,6 @@ RESUMABLE_KEYS = (
     "trainer.log_every",
     "trainer.save_replay",
     "trainer.replay_size",
-    "ssorl.idm.progress",
 )
 
 # Config keys the package gained after runs were made, each with the value that reproduces how runs behaved
@@ -63,10 +67,13 @@ KEYS_ADDED_LATER = {
 HYDRA_FILES = (".hydra", "train.log")
 
 
-def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
+def prepare_run_dir(
+    cfg: DictConfig, extra_outputs: Sequence[str] = (), extra_resumable: Sequence[str] = ()
+) -> tuple[Path, int | None]:
     """Refuse to silently mix two runs in one directory; returns it and the step to resume from (or None).
 
-    overwrite=true, and resume=true before the first checkpoint, start afresh: old outputs are removed.
+    overwrite=true, and resume=true before the first checkpoint, start afresh: old outputs (`RUN_OUTPUTS` and
+    `extra_outputs`, the pipelines') are removed. `extra_resumable`: the run's pipeline's resumable keys.
     """
     run_dir = Path(cfg.run_dir)
     latest = run_dir / "checkpoints" / "latest.pt"
@@ -77,7 +84,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
             f"start afresh, or another name=/run_dir=."
         )
     if cfg.resume and latest.exists():
-        check_resume_config(cfg, run_dir / "config.yaml")
+        check_resume_config(cfg, run_dir / "config.yaml", extra_resumable)
         try:
             return run_dir, checkpoint_step(latest)
         except (RuntimeError, KeyError) as err:  # a truncated or foreign file
@@ -102,7 +109,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int | None]:
             f"overwrite=true starts it afresh"
         )
     if cfg.resume or cfg.overwrite:
-        for item in RUN_OUTPUTS:
+        for item in (*RUN_OUTPUTS, *extra_outputs):
             path = run_dir / item
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,9 +124,11 @@ def legacy_run_dir(run_dir: Path, task: str) -> Path:
     return Path(str(run_dir).replace(f"/{full}/", f"/{full.rpartition('/')[2]}/", 1))
 
 
-def check_resume_config(cfg: DictConfig, stored: Path) -> None:
+def check_resume_config(cfg: DictConfig, stored: Path, extra_resumable: Sequence[str] = ()) -> None:
     """Refuse to resume with a config that differs from the run's config.yaml (`stored`) outside
-    RESUMABLE_KEYS: a changed network or task would fail on the checkpoint, or silently mix two setups."""
+    RESUMABLE_KEYS and `extra_resumable`: a changed network or task would fail on the checkpoint, or silently mix
+    two setups."""
+    resumable = (*RESUMABLE_KEYS, *extra_resumable)
     if not stored.exists():
         raise ConfigError(
             f"{stored} is missing, so resume=true cannot check that the run continues with its own config; "
@@ -133,7 +142,7 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
     # config whose resumable keys hold their stored values.
     probe = copy.deepcopy(cfg)
     with open_dict(probe):
-        for key in RESUMABLE_KEYS:
+        for key in resumable:
             if key in old:
                 OmegaConf.update(probe, key, old[key], merge=False)
     new = flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(probe, resolve=True))))
@@ -144,7 +153,7 @@ def check_resume_config(cfg: DictConfig, stored: Path) -> None:
     changed = sorted(
         k
         for k in old.keys() | new.keys()
-        if k not in RESUMABLE_KEYS and k not in added and old.get(k, unset) != new.get(k, unset)
+        if k not in resumable and k not in added and old.get(k, unset) != new.get(k, unset)
     )
     if changed:
         diffs = "; ".join(f"{k}: {old.get(k, unset)} -> {new.get(k, unset)}" for k in changed)
