@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from embodied_rl.threads import parse_setting
 from embodied_rl.validation import in_range
 
 
@@ -32,6 +33,24 @@ def number(kind: type[int] | type[float] = int, spec: str = ">= 1", why: str = "
     parse.__name__ = kind.__name__
     in_range(0, spec)  # an unknown spec fails here, when the parser is built
     return parse
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """`--threads auto|N` (default auto): torch's CPU threads, for `embodied_rl.threads.set_threads(args.threads)`;
+    a value that is neither is argparse's error `argument --threads: must be auto or an integer >= 1 ...`."""
+
+    def threads(text: str) -> int | str:
+        try:
+            return parse_setting(text, "--threads")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("--threads ")) from None
+
+    parser.add_argument(
+        "--threads",
+        type=threads,
+        default="auto",
+        help="torch's CPU threads: auto (the usable cores; OMP_NUM_THREADS when set) or a number (default auto)",
+    )
 
 
 def fail(message: str, prefix: str = "") -> NoReturn:

@@ -9,7 +9,9 @@
 
 Each figure is the median of --repeats timed runs after a warm-up (compilation happens in warm-up).
 --devices takes auto, cpu, cuda and cuda:N (a CUDA device torch does not see is an error); the folder of --out is
-created, and the file checked to be writable, before anything is measured.
+created, and the file checked to be writable, before anything is measured. --threads sets torch's CPU threads
+(default auto: the usable cores, or OMP_NUM_THREADS when set); another torch process running beside the benchmark
+slows it far more than its share, so compare figures measured alone (or give each process its share of --threads).
 """
 
 from __future__ import annotations
@@ -282,10 +284,14 @@ def main(argv: list[str] | None = None) -> None:
         "--devices", default=None, help="comma-separated auto, cpu, cuda, cuda:N (default: cpu, and cuda if present)"
     )
     parser.add_argument("--out", default="benchmark.json")
+    cli.add_threads_option(parser)
     args = parser.parse_args(argv)
 
     import torch
 
+    from embodied_rl.threads import set_threads
+
+    print(set_threads(args.threads, option="--threads"))  # before anything is timed
     devices = parse_devices(args.devices, parser)
     try:
         cli.writable(args.out)
@@ -307,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),
         "cores": __import__("os").cpu_count(),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }

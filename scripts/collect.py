@@ -39,6 +39,7 @@ from embodied_rl.data.collection import (
 from embodied_rl.data.policies import RandomPolicy, scripted_expert
 from embodied_rl.envs import make_env
 from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
+from embodied_rl.threads import set_threads
 from embodied_rl.trainers.loading import mismatch_message
 from embodied_rl.validation import check_ranges, check_types
 
@@ -97,6 +98,7 @@ def collect(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     settings = {key: OmegaConf.select(cfg, key) for key in SETTING_TYPES}
     check_types("collect settings", settings, SETTING_TYPES)
     check_ranges("collect settings", settings, SETTING_RANGES)
+    print(f"[collect] {set_threads(cfg.threads)}")  # auto or N, else a ValueError
     if cfg.dataset.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(cfg.dataset.root)
 

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         sub.add_argument("--overwrite", action="store_true", help="rebuild datasets that already exist")
         sub.add_argument("--summary", default=None, help="also write the summary table as JSON to this file")
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+        cli.add_threads_option(sub)
 
     metaworld = suites.add_parser("metaworld", help="scripted-policy tiers of Meta-World tasks")
     metaworld.add_argument("--tasks", default=",".join(METAWORLD_TASKS), help="comma-separated Meta-World tasks")
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise SystemExit(f"[make_datasets] error: cannot write --summary {args.summary}: {err}") from None
     if args.root is not None:  # Minari reads this variable each time it touches the disk
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(args.root)
+    from embodied_rl.threads import set_threads
+
+    print(f"[make_datasets] {set_threads(args.threads, option='--threads')}")
     from embodied_rl.data import DatasetError
     from embodied_rl.envs.tasks import METAWORLD, UnknownTaskError, resolve_task
     from embodied_rl.pipelines.offline_datasets import RecipeError, metaworld_tiers, sac_run_tiers
