@@ -2,7 +2,7 @@
 
     python scripts/train.py env.task=metaworld/reach-v3 seed=1
     python scripts/train.py experiment=sac_metaworld env.task=metaworld/drawer-open-v3 seed=3
-    python scripts/train.py experiment=ssorl ssorl.arm=semi_supervised             # a method's pipeline
+    python scripts/train.py experiment=iql trainer.dataset=medium       # offline; each method: configs/experiment/
     python scripts/train.py -m hydra/launcher=local seed=1,2,3                      # a local sweep
 
 The run directory (default runs/<name>/<task>/seed<seed>) receives config.yaml, metrics.csv, TensorBoard events
@@ -36,9 +36,11 @@ def train(cfg: DictConfig) -> dict:
     """`embodied_rl.runs.train` after the checks that need Hydra's command line; returns results.json's dict."""
     from embodied_rl.runs import train as train_run
     from embodied_rl.trainers.builders import ConfigError
+    from embodied_rl.trainers.run_dir import remove_unused_run_dir
 
     removed = removed_keys()  # first: what reads a removed key fails with a traceback
     if removed:
+        remove_unused_run_dir(Path(cfg.run_dir))  # Hydra made it; a refused run leaves none
         raise ConfigError(
             f"removing config keys ({', '.join('~' + key for key in removed)}) is not supported: the code's default "
             f"would apply with no trace in config.yaml; set a value instead (key=value)"

@@ -719,7 +719,7 @@ def test_online_trainer_counts_success_on_the_last_step_and_logs_episodes_at_the
 
     envs = gym.vector.SyncVectorEnv([FinalStepSuccess] * 2, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     actions, rows = [], []
-    buffer = SimpleNamespace(add=lambda obs, action, *rest: actions.append(action))
+    buffer = SimpleNamespace(add=lambda obs, action, *rest, **named: actions.append(action))
     logger = SimpleNamespace(log=lambda m, step, prefix="": rows.append((step, m)), flush=lambda: None)
     cfg = OnlineTrainerConfig(total_steps=18, seed_steps=100, eval_every=0, checkpoint_every=0, log_every=0)
     trainer = OnlineTrainer(cfg, envs, None, None, buffer, logger, tmp_path)
@@ -936,8 +936,8 @@ def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path
         (["trainer.num_envs=0"], "num_envs must be >= 1, got 0"),
         (
             ["trainer.utd_ratio=-1", "trainer.batch_size=0", "trainer.log_every=-5"],
-            "invalid trainer settings: trainer.utd_ratio=-1 (must be > 0), trainer.batch_size=0 (must be > 0), "
-            "trainer.log_every=-5 (must be >= 0)",
+            "invalid trainer settings: trainer.batch_size=0 (must be > 0), trainer.log_every=-5 (must be >= 0), "
+            "trainer.utd_ratio=-1 (must be > 0)",
         ),
         (["trainer.eval_episodes=0"], "trainer.eval_episodes=0 (must be > 0)"),
         (
@@ -1046,9 +1046,12 @@ def test_resume_accepts_config_keys_added_to_the_package_after_the_run_was_made(
     stored = OmegaConf.load(run_dir / "config.yaml")
     del stored.agent["mixed_precision"]  # as in a run made before the key existed
     OmegaConf.save(stored, run_dir / "config.yaml")
-    # a new value for the new key, or a whole config group added on resume, is a change
-    for change in ("agent.mixed_precision=true", "+ssorl=default"):
-        with pytest.raises(ConfigError, match="differs from"):
+    # a new value for the new key is a change; a pipeline's config group added to an online run is refused at once
+    for change, error in [
+        ("agent.mixed_precision=true", "differs from"),
+        ("+ssorl=default", "the ssorl pipeline runs with trainer=offline, not trainer=online"),
+    ]:
+        with pytest.raises(ConfigError, match=error):
             train_in_process([*args, "resume=true", "trainer.total_steps=200", change])
     train_in_process([*args, "resume=true", "trainer.total_steps=200"])
     assert "predates agent.mixed_precision" in capsys.readouterr().err

@@ -6,6 +6,8 @@ A pipeline is a method built from the shared pieces. It declares
 - `settings_class`: a dataclass of its settings, with `from_mapping(values)` (unknown keys are an error);
 - `outputs`: what it adds to a run directory (removed when the run starts afresh);
 - `resumable`: its settings (relative to its key) that may change when a run resumes;
+- `added_later`: its settings added after runs were made, each with the value that keeps those runs' behaviour
+  (such a run resumes when the new key holds that value);
 - `run(run)`: its steps, e.g. prepare or label data, fit a model, relabel, then hand off to a trainer through
   the run's library calls (`Run.train_offline(prepare=...)`, `Run.train_online(wrappers=...)`).
 
@@ -39,6 +41,7 @@ class Pipeline:
     trainer_kinds: ClassVar[tuple[str, ...]] = ("online", "offline")  # the trainer.kind values it works with
     outputs: ClassVar[tuple[str, ...]] = ()
     resumable: ClassVar[tuple[str, ...]] = ()
+    added_later: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, settings: Any):
         self.settings = settings
@@ -88,7 +91,14 @@ def all_pipeline_outputs() -> tuple[str, ...]:
     return tuple(output for name in sorted(PIPELINES) for output in pipeline_class(name).outputs)
 
 
-def resumable_keys(cfg: DictConfig) -> tuple[str, ...]:
-    """The full keys of the run's pipeline's resumable settings (e.g. `ssorl.idm.progress`)."""
+def resume_rules(cfg: DictConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The full keys of the run's pipeline's resumable settings (e.g. `ssorl.idm.progress`), and of its settings
+    added later with their old-behaviour values (e.g. {"ssorl.idm.patience": 0})."""
     name = pipeline_name_of(cfg)
-    return () if name is None else tuple(f"{name}.{key}" for key in pipeline_class(name).resumable)
+    if name is None:
+        return (), {}
+    pipeline = pipeline_class(name)
+    return (
+        tuple(f"{name}.{key}" for key in pipeline.resumable),
+        {f"{name}.{key}": value for key, value in pipeline.added_later.items()},
+    )

@@ -376,6 +376,7 @@ class SSORLPipeline(Pipeline):
     trainer_kinds = ("offline",)
     outputs = ("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp", "idm")
     resumable = ("idm.progress",)
+    added_later = {"idm.patience": 0}  # 2026-12-07: early stopping of the IDM (0: off, as before)
 
     def run(self, run: Run) -> dict[str, Any]:
         return run.train_offline(prepare=self.prepare)

@@ -157,19 +157,19 @@ class Trainer:
             if log_now or evaluate_now or save_now:  # never inside the update path: no extra host sync there
                 check_finite(last_metrics, self.step, unit=self.unit)
             if evaluate_now:
-                self.evaluate()
+                self.record(self.evaluate())
             if save_now:
                 self.save()
         bar.close()
         if self.last_eval is None or self.last_eval.get("step") != self.step:  # no evaluation at this step yet
-            self.evaluate()
+            self.record(self.evaluate())
         self.logger.flush()
         return self.results(self.trainer_state())
 
     def evaluate(self) -> dict[str, Any]:
-        """Evaluate the agent now (deterministic actions), log it, and keep it if it is the best so far."""
+        """Evaluate the agent now (deterministic actions) and log it; returns {"step": ..., **scalars}."""
         cfg = self.cfg
-        self.last_eval = evaluate_and_log(
+        return evaluate_and_log(
             self.agent,
             self.eval_env,
             cfg.eval_episodes,
@@ -181,9 +181,12 @@ class Trainer:
             ref_scores=self.ref_scores,
             unit=self.unit,
         )
-        if is_better(self.last_eval, self.best_eval):
-            self.best_eval = self.last_eval
-        return self.last_eval
+
+    def record(self, evaluation: dict[str, Any]) -> None:
+        """Keep `evaluation` as the latest, and as the best when it beats the best so far."""
+        self.last_eval = evaluation
+        if is_better(evaluation, self.best_eval):
+            self.best_eval = evaluation
 
 
 def _crossed(step: int, increment: int, every: int) -> bool:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -68,12 +69,16 @@ HYDRA_FILES = (".hydra", "train.log")
 
 
 def prepare_run_dir(
-    cfg: DictConfig, extra_outputs: Sequence[str] = (), extra_resumable: Sequence[str] = ()
+    cfg: DictConfig,
+    extra_outputs: Sequence[str] = (),
+    extra_resumable: Sequence[str] = (),
+    extra_added_later: Mapping[str, Any] | None = None,
 ) -> tuple[Path, int | None]:
     """Refuse to silently mix two runs in one directory; returns it and the step to resume from (or None).
 
     overwrite=true, and resume=true before the first checkpoint, start afresh: old outputs (`RUN_OUTPUTS` and
-    `extra_outputs`, the pipelines') are removed. `extra_resumable`: the run's pipeline's resumable keys.
+    `extra_outputs`, the pipelines') are removed. `extra_resumable` and `extra_added_later`: the run's pipeline's
+    resumable keys and keys added later (as `check_resume_config` takes them).
     """
     run_dir = Path(cfg.run_dir)
     latest = run_dir / "checkpoints" / "latest.pt"
@@ -84,7 +89,7 @@ def prepare_run_dir(
             f"start afresh, or another name=/run_dir=."
         )
     if cfg.resume and latest.exists():
-        check_resume_config(cfg, run_dir / "config.yaml", extra_resumable)
+        check_resume_config(cfg, run_dir / "config.yaml", extra_resumable, extra_added_later)
         try:
             return run_dir, checkpoint_step(latest)
         except (RuntimeError, KeyError) as err:  # a truncated or foreign file
@@ -124,11 +129,18 @@ def legacy_run_dir(run_dir: Path, task: str) -> Path:
     return Path(str(run_dir).replace(f"/{full}/", f"/{full.rpartition('/')[2]}/", 1))
 
 
-def check_resume_config(cfg: DictConfig, stored: Path, extra_resumable: Sequence[str] = ()) -> None:
+def check_resume_config(
+    cfg: DictConfig,
+    stored: Path,
+    extra_resumable: Sequence[str] = (),
+    extra_added_later: Mapping[str, Any] | None = None,
+) -> None:
     """Refuse to resume with a config that differs from the run's config.yaml (`stored`) outside
     RESUMABLE_KEYS and `extra_resumable`: a changed network or task would fail on the checkpoint, or silently mix
-    two setups."""
+    two setups. Keys the package gained later (`KEYS_ADDED_LATER` and `extra_added_later`) may be new at their
+    old-behaviour value."""
     resumable = (*RESUMABLE_KEYS, *extra_resumable)
+    added_later = {**KEYS_ADDED_LATER, **(extra_added_later or {})}
     if not stored.exists():
         raise ConfigError(
             f"{stored} is missing, so resume=true cannot check that the run continues with its own config; "
@@ -149,7 +161,7 @@ def check_resume_config(cfg: DictConfig, stored: Path, extra_resumable: Sequence
     unset = "<unset>"
     # A key the package gained after the run was made is missing from its config.yaml: it may hold the value
     # that keeps the old behaviour (any other value, or any other new key, is a change).
-    added = sorted(k for k in new.keys() - old.keys() if k in KEYS_ADDED_LATER and new[k] == KEYS_ADDED_LATER[k])
+    added = sorted(k for k in new.keys() - old.keys() if k in added_later and new[k] == added_later[k])
     changed = sorted(
         k
         for k in old.keys() | new.keys()
