@@ -1087,6 +1087,7 @@ def test_offline_reward_transform_rescales_by_the_spread_of_returns_then_scales_
     from types import SimpleNamespace
 
     from embodied_rl.trainers.assembly import scale_rewards
+
     trajectories = [SimpleNamespace(episode_return=r) for r in (-100.0, 50.0, 300.0)]  # spread 400
     reward = torch.tensor([1.0, -2.0, 0.0])
     for normalize, factor in (("none", 1.0), ("returns", 1000.0 / 400.0)):
