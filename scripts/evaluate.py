@@ -113,8 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
             cli.fail(f"{ckpt_path}: {err}")
         if message := other_task_message(run_cfg, env):  # the agent fits this env's spaces
             print(f"note: {message}", file=sys.stderr)
-        policy = lambda o: agent.act(o, deterministic=True)  # noqa: E731
-        info = {"checkpoint": str(ckpt_path), "step": ckpt["step"]}
+        from embodied_rl.pipelines.base import pipeline_name_of
+        from embodied_rl.trainers.evaluation import AgentPolicy
+
+        policy = AgentPolicy(agent)  # deterministic actions; a recurrent agent is reset at each episode start
+        info = {"checkpoint": str(ckpt_path), "step": ckpt["step"], "pipeline": pipeline_name_of(run_cfg)}
         out = args.out or out_dir(run_dir / "eval" / f"step_{ckpt['step']:09d}", args.overrides)
     if args.out is None:
         prepare_out(out)

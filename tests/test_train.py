@@ -345,9 +345,10 @@ SSORL = [
 ]
 
 
-def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_dataset, tmp_path):
+def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_dataset, tmp_path, capsys):
     run_dir = tmp_path / "ssorl"
-    train_in_process([*SSORL, f"run_dir={run_dir}"])
+    train_in_process([*SSORL, f"run_dir={run_dir}", "logging.console=true"])
+    assert re.search(r"\[done\] .*: final at update 60: success", capsys.readouterr().out)  # offline: updates
     diagnostics = json.loads((run_dir / "ssorl.json").read_text())
     assert diagnostics["arm"] == "semi_supervised"
     assert diagnostics["num_labelled"] == 2 and diagnostics["num_unlabelled"] == 4
@@ -361,6 +362,11 @@ def test_ssorl_chain_runs_from_one_command_and_logs_proxy_action_error(tiny_data
     assert [float(row["idm/val_nll"]) for row in idm_rows] == pytest.approx(diagnostics["idm"]["val_nll"])
     assert not any(key.startswith("idm/") for key in rows[0])
     assert list((run_dir / "idm" / "tb").glob("events.out.tfevents.*"))
+    # evaluate.py names the run's pipeline (from the registry) in its results
+    evaluated = load_script("evaluate").main(
+        [str(run_dir), "--episodes", "1", "--videos", "0", "--out", str(tmp_path / "eval"), "--device", "cpu"]
+    )
+    assert evaluated["pipeline"] == "ssorl" and evaluated["step"] == 60
 
 
 @pytest.mark.parametrize(
@@ -1358,3 +1364,31 @@ def test_runs_made_with_a_bare_task_name_before_full_names_are_found_on_resume(t
         train_in_process(more)
     results = train_in_process([*more, f"run_dir={old}"])
     assert results["steps"] == 200
+
+
+def test_a_run_sets_and_reports_its_torch_threads_and_refuses_a_bad_setting(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        train_in_process(
+            [*TINY, f"run_dir={tmp_path / 'a'}", "threads=1", "logging.console=true", "trainer.total_steps=60"]
+        )
+        assert "[run] threads: 1 (threads=1)" in capsys.readouterr().out and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="threads must be auto or an integer >= 1"):
+        train_in_process([*TINY, f"run_dir={tmp_path / 'b'}", "threads=0"])
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("launcher, jobs", [("local", 2), ("slurm", 1), (None, 1)])
+def test_threads_auto_counts_the_parallel_jobs_of_a_local_sweep(launcher, jobs):
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = [f"hydra/launcher={launcher}"] if launcher else []
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert load_script("train").parallel_jobs() == jobs  # configs/hydra/launcher/local.yaml: n_jobs 2
+    finally:
+        HydraConfig.instance().cfg = None
