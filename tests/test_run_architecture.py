@@ -217,3 +217,33 @@ def test_recurrent_agents_are_reset_at_every_episode_start_in_training_and_evalu
     agent.resets.clear()
     evaluate_policy(AgentPolicy(agent), ThreeSteps(), episodes=2)
     assert agent.resets == [[True], [True]]
+
+
+@pytest.mark.parametrize("name", ["SAC", "IQL", "TD3BC", "BC"])
+def test_every_agent_follows_the_agent_protocol(name):
+    import embodied_rl.agents as agents
+
+    space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    agent = getattr(agents, name)(space, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), hidden_dims=(8, 8))
+    assert isinstance(agent, agents.Agent)
+
+
+def test_prepare_fits_an_offline_agents_normaliser_once_and_never_over_loaded_statistics():
+    import torch
+
+    from embodied_rl.agents import IQL
+    from embodied_rl.data import Transitions
+
+    space = gym.spaces.Box(-10.0, 10.0, (2,), np.float32)
+    obs = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    data = Transitions(obs, torch.zeros(2, 1), torch.zeros(2), obs, torch.zeros(2))
+    agent = IQL(space, gym.spaces.Box(-1.0, 1.0, (1,), np.float32), hidden_dims=(8, 8))
+    agent.prepare(data)
+    fitted = {k: v.clone() for k, v in agent.state_dict()["normalizer"].items()}  # live tensors: a copy
+    torch.testing.assert_close(agent.normalize(obs).mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    agent.prepare(Transitions(obs * 10, torch.zeros(2, 1), torch.zeros(2), obs, torch.zeros(2)))  # already fitted
+    restored = IQL(space, gym.spaces.Box(-1.0, 1.0, (1,), np.float32), hidden_dims=(8, 8))
+    restored.load_state_dict(agent.state_dict())
+    restored.prepare(Transitions(obs * 10, torch.zeros(2, 1), torch.zeros(2), obs, torch.zeros(2)))
+    for state in (agent.state_dict()["normalizer"], restored.state_dict()["normalizer"]):
+        assert all(torch.equal(state[k], fitted[k]) for k in fitted)
