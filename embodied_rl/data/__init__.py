@@ -1,4 +1,5 @@
-"""Trajectory datasets (local Minari I/O), flat transitions, segments, sequences, replay and normalisation.
+"""Trajectory datasets (local Minari I/O), flat transitions, segments, preference pairs, sequences, replay and
+normalisation.
 
 Quick use:
     trajectories = load_trajectories("embodied_rl/metaworld-drawer-open-v3/expert-v0", env=env)
@@ -17,6 +18,13 @@ from embodied_rl.data.minari_io import (
 )
 from embodied_rl.data.normalization import ObservationNormalizer
 from embodied_rl.data.policies import NoisyPolicy, RandomPolicy
+from embodied_rl.data.preferences import (
+    PreferencePairs,
+    import_preference_labels,
+    pair_segment_arrays,
+    sample_segment_pairs,
+    segment_arrays,
+)
 from embodied_rl.data.replay import ReplayBuffer
 from embodied_rl.data.segments import Segments, SegmentSampler
 from embodied_rl.data.sequences import SequenceReplay, Sequences
@@ -27,6 +35,7 @@ __all__ = [
     "DatasetError",
     "NoisyPolicy",
     "ObservationNormalizer",
+    "PreferencePairs",
     "RandomPolicy",
     "ReplayBuffer",
     "SegmentSampler",
@@ -38,11 +47,15 @@ __all__ = [
     "check_dataset_matches_env",
     "collect_dataset",
     "dataset_id_for",
+    "import_preference_labels",
     "iterate_rollouts",
     "load_trajectories",
     "open_dataset",
+    "pair_segment_arrays",
     "reference_returns",
     "rollout",
+    "sample_segment_pairs",
+    "segment_arrays",
     "transitions_from_trajectories",
     "write_dataset",
 ]

@@ -1,4 +1,5 @@
-"""Labels for unlabelled data: the inverse dynamics model of SS-ORL (proxy actions for action-free trajectories)."""
+"""Labels for unlabelled data: the inverse dynamics model of SS-ORL (proxy actions for action-free trajectories) and
+the scripted preference teacher with B-Pref's noise models."""
 
 from embodied_rl.labelling.inverse_dynamics import (
     IDMConfig,
@@ -11,11 +12,13 @@ from embodied_rl.labelling.inverse_dynamics import (
     window_indices,
     window_offsets,
 )
+from embodied_rl.labelling.preference_teacher import ScriptedTeacher
 
 __all__ = [
     "IDMConfig",
     "IDMTrainReport",
     "InverseDynamicsModel",
+    "ScriptedTeacher",
     "evaluate_inverse_dynamics",
     "split_validation",
     "state_windows",
