@@ -88,7 +88,7 @@ def test_pairs_select_and_checks(tmp_path):
 
 
 def test_sampled_segments_stay_inside_episodes_and_pairs_differ():
-    lengths = {4: 12, 9: 5, 2: 30, 6: 7}  # episode id: steps; episode 9 is shorter than a segment
+    lengths = {4: 12, 9: 5, 2: 30, 6: 7, 8: 6}  # episode id: steps; 9 is shorter than a segment, 8 just fits
     trajectories = [make_trajectory(e, n) for e, n in lengths.items()]
     pairs = sample_segment_pairs(trajectories, 3000, segment_length=6, seed=3)
     assert len(pairs) == 3000 and pairs.segment_length == 6 and np.isnan(pairs.label).all()
@@ -96,7 +96,7 @@ def test_sampled_segments_stay_inside_episodes_and_pairs_differ():
         ends = starts + 6
         assert (starts >= 0).all() and (ends <= np.array([lengths[e] for e in episodes])).all()
         assert 9 not in episodes
-        assert set(episodes) == {2, 4, 6}
+        assert set(episodes) == {2, 4, 6, 8}
     same = (pairs.episode_1 == pairs.episode_2) & (pairs.start_1 == pairs.start_2)
     assert not same.any()
     again = sample_segment_pairs(trajectories, 3000, segment_length=6, seed=3)
@@ -289,21 +289,31 @@ def test_noise_free_labels_follow_the_true_returns():
 
 
 def test_equal_threshold_gives_ties():
-    rewards = np.array([1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 3.0, 1.0])  # (8,)
+    rewards = np.array([1.0, 1.0, 1.0, 1.25, 1.0, 1.0, 3.0, 1.0])  # (8,) exact in binary
     trajectories = [make_trajectory(0, 8, rewards)]
-    # Segments of 2 steps: returns from start 0: 2.0, 1: 2.0, 2: 2.2, 3: 2.2, 5: 4.0, 6: 4.0.
+    # Segments of 2 steps: returns from start 0: 2.0, 1: 2.0, 2: 2.25, 3: 2.25, 5: 4.0, 6: 4.0.
     pairs = pairs_of(2, (0, 2, 0, 0), (0, 5, 0, 2), (0, 0, 0, 2), (0, 3, 0, 1))
     labels = ScriptedTeacher(equal=0.5, thresholds="absolute").label(pairs, trajectories).label
-    np.testing.assert_array_equal(labels, [0.5, 1.0, 0.5, 0.5])  # |2.2-2| < 0.5, |4-2.2| >= 0.5
+    np.testing.assert_array_equal(labels, [0.5, 1.0, 0.5, 0.5])  # |2.25 - 2| < 0.5, |4 - 2.25| >= 0.5
     labels = ScriptedTeacher(equal=0.1, thresholds="absolute").label(pairs, trajectories).label
     np.testing.assert_array_equal(labels, [1.0, 1.0, 0.0, 1.0])
-    # Relative: scale = H * mean |r| = 2 * 10.2 / 8 = 2.55; equal=0.1 -> 0.255 > 0.2.
+    labels = ScriptedTeacher(equal=0.25, thresholds="absolute").label(pairs, trajectories).label
+    np.testing.assert_array_equal(labels, [1.0, 1.0, 0.0, 1.0])  # |R_1 - R_2| < equal, strictly (B-Pref)
+    # Relative: scale = H * mean |r| = 2 * 10.25 / 8 = 2.5625; equal=0.1 -> 0.25625 > 0.25.
     teacher = ScriptedTeacher(equal=0.1)
-    assert teacher.threshold_values(trajectories, 2) == pytest.approx((0.255, None))
+    assert teacher.threshold_values(trajectories, 2) == pytest.approx((0.25625, None))
     np.testing.assert_array_equal(teacher.label(pairs, trajectories).label, [0.5, 1.0, 0.5, 0.5])
+    # Negative rewards: the scale is H * mean |r| (positive).
+    negative = [make_trajectory(0, 2, [-1.0, -3.0])]
+    assert ScriptedTeacher(equal=0.1, skip=-0.5).threshold_values(negative, 2) == pytest.approx((0.4, -2.0))
     # A tie stays a tie whatever the mistakes.
     flipped = ScriptedTeacher(equal=0.5, mistake=1.0, thresholds="absolute").label(pairs, trajectories).label
     np.testing.assert_array_equal(flipped, [0.5, 0.0, 0.5, 0.5])
+    # Skip at its boundary: a pair is dropped only when both returns are below the threshold.
+    both_low = pairs_of(2, (0, 0, 0, 1), (0, 2, 0, 0), (0, 0, 0, 5))  # max returns 2.0, 2.25, 4.0
+    kept = ScriptedTeacher(skip=2.25, thresholds="absolute").label(both_low, trajectories)
+    np.testing.assert_array_equal(kept.start_1, [2, 0])
+    np.testing.assert_array_equal(kept.label, [1.0, 0.0])
 
 
 def test_skip_removes_pairs_where_both_returns_are_low():
@@ -353,6 +363,9 @@ def test_myopic_discount_decides_by_late_rewards():
     # gamma = 0.95: 0.857 < 0.9 still; gamma = 0.97: 0.913 > 0.9, the early reward wins again.
     np.testing.assert_array_equal(ScriptedTeacher(gamma=0.95).label(pairs, [early, late]).label, [0.0, 1.0])
     np.testing.assert_array_equal(ScriptedTeacher(gamma=0.97).label(pairs, [early, late]).label, [1.0, 0.0])
+    # The equal threshold compares undiscounted returns (B-Pref): |1 - 0.9| < 0.15 although |0.729 - 0.9| is not.
+    teacher = ScriptedTeacher(gamma=0.9, equal=0.15, thresholds="absolute")
+    np.testing.assert_array_equal(teacher.label(pairs, [early, late]).label, [0.5, 0.5])
 
 
 def test_bradley_terry_labels_have_the_sigmoid_probability():
