@@ -15,10 +15,16 @@ def _full_task(task: str) -> str:
     return full_task_name(task)
 
 
+def _task_name(task: str) -> str:
+    """`${task_name:...}` in configs (run names): `metaworld/button-press-v3` -> `button-press-v3`."""
+    return _full_task(task).rpartition("/")[2]
+
+
 def _register_config_resolvers() -> None:
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("full_task", _full_task, replace=True)
+    OmegaConf.register_new_resolver("task_name", _task_name, replace=True)
 
 
 _register_config_resolvers()

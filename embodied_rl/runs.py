@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from embodied_rl.data import DatasetError
 from embodied_rl.envs import UnknownTaskError
-from embodied_rl.pipelines.base import PIPELINES, all_pipeline_outputs, pipeline_for, resume_rules
+from embodied_rl.pipelines.base import all_pipeline_outputs, pipeline_for, pipeline_keys, resume_rules
 from embodied_rl.trainers.assembly import Run, config_errors, dataset_id_of, trainer_config_from
 from embodied_rl.trainers.builders import ConfigError, resolve_device, seed_everything
 from embodied_rl.validation import check_ranges, check_types, flatten
@@ -56,7 +56,7 @@ RUN_SETTING_TYPES = {
     "trainer.replay_size": "int",
     "trainer.replay_device": "str",
 }
-CONFIG_GROUPS = ("env", "agent", "trainer")  # and each pipeline's: their keys are checked by their own configs
+CONFIG_GROUPS = ("env", "agent", "trainer")  # and the pipeline's keys: checked by their own configs
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: str | Path = CONFIG_DIR) -> DictConfig:
@@ -139,7 +139,7 @@ def check_run_settings(cfg: DictConfig) -> None:
     """One ConfigError for a top-level or logging key that a run does not know, a value of the wrong type
     (a flag given as `no` would count as true), a seed numpy cannot take, or resume=true with overwrite=true."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    known_prefixes = tuple(f"{group}." for group in (*CONFIG_GROUPS, *PIPELINES))
+    known_prefixes = tuple(f"{group}." for group in (*CONFIG_GROUPS, *pipeline_keys(cfg)))
     unknown = sorted(k for k in flat if k not in RUN_SETTING_TYPES and not k.startswith(known_prefixes))
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; see configs/config.yaml")

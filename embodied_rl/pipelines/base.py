@@ -4,6 +4,7 @@ A pipeline is a method built from the shared pieces. It declares
 - `name`: its config group (configs/<name>/) and the top-level key of its settings in a run's config; a run
   uses the pipeline whose key its config holds (an `experiment=` config adds the group), at most one;
 - `settings_class`: a dataclass of its settings, with `from_mapping(values)` (unknown keys are an error);
+- `top_level_keys`: other top-level config keys it reads (e.g. PEARL's `source:`), allowed in a run that uses it;
 - `outputs`: what it adds to a run directory (removed when the run starts afresh);
 - `resumable`: its settings (relative to its key) that may change when a run resumes;
 - `added_later`: its settings added after runs were made, each with the value that keeps those runs' behaviour
@@ -30,6 +31,7 @@ from embodied_rl.trainers.builders import ConfigError
 # config key -> "module:Class"
 PIPELINES = {
     "ssorl": "embodied_rl.pipelines.ssorl:SSORLPipeline",
+    "pearl": "embodied_rl.pipelines.pearl:PEARLPipeline",
 }
 
 
@@ -39,6 +41,7 @@ class Pipeline:
     name: ClassVar[str]
     settings_class: ClassVar[type]
     trainer_kinds: ClassVar[tuple[str, ...]] = ("online", "offline")  # the trainer.kind values it works with
+    top_level_keys: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     resumable: ClassVar[tuple[str, ...]] = ()
     added_later: ClassVar[dict[str, Any]] = {}
@@ -102,3 +105,9 @@ def resume_rules(cfg: DictConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
         tuple(f"{name}.{key}" for key in pipeline.resumable),
         {f"{name}.{key}": value for key, value in pipeline.added_later.items()},
     )
+
+
+def pipeline_keys(cfg: Mapping[str, Any] | DictConfig) -> tuple[str, ...]:
+    """The top-level config keys of the run's pipeline: its own group and the keys it declares it reads."""
+    name = pipeline_name_of(cfg)
+    return () if name is None else (name, *pipeline_class(name).top_level_keys)
