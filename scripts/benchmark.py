@@ -6,12 +6,14 @@
     python scripts/benchmark.py --only sac --updates 500
     python scripts/benchmark.py --only iql --updates 200 --repeats 2
     python scripts/benchmark.py --only sac_pixels --pixel-updates 20   # float32 vs mixed precision (bf16)
+    python scripts/benchmark.py --only gw --gw-sizes 500,1000,2000      # PEARL's GW transfer: exact vs fast
 
 Each figure is the median of --repeats timed runs after a warm-up (compilation happens in warm-up).
 --devices takes auto, cpu, cuda and cuda:N (a CUDA device torch does not see is an error); the folder of --out is
 created, and the file checked to be writable, before anything is measured. --threads sets torch's CPU threads
 (default auto: the usable cores, or OMP_NUM_THREADS when set); another torch process running beside the benchmark
 slows it far more than its share, so compare figures measured alone (or give each process its share of --threads).
+The GW benchmark (docs/transfer.md) runs on numpy's BLAS: set OMP_NUM_THREADS for its threads.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from datetime import date
 
@@ -268,9 +271,171 @@ def benchmark_iql(args, device: str) -> list[dict]:
     return benchmark_updates("iql_update", agents, batch, device, args)
 
 
+def int_list(spec: str):
+    """An argparse `type=` reading comma-separated ints, each in the range `spec` (cli.number's)."""
+    one = cli.number(int, spec)
+
+    def parse(text: str) -> list[int]:
+        values = [one(part) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"names no value: {text!r}")
+        return values
+
+    return parse
+
+
+GW_TASKS = ("metaworld/button-press-v3", "metaworld/window-open-v3")  # source, target
+GW_SEGMENT_LENGTH = 50
+GW_NOISE_LEVELS = (0.1, 0.3, 0.6, 1.0)  # noisy scripted episodes at each level, then as many random ones
+
+
+def gw_trajectories(task: str, episodes: int, seed: int) -> list:
+    """A small local dataset of `task`: 200-step episodes of the scripted expert at graded noise, and random ones."""
+    from embodied_rl.data import iterate_rollouts
+    from embodied_rl.envs import make_env
+    from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
+
+    env = make_env(task=task, time_limit=200)
+    per_level = max(1, episodes // (len(GW_NOISE_LEVELS) + 1))
+    policies = [
+        make_behaviour_policy("scripted", env, task, noise_std=n, seed=seed + i) for i, n in enumerate(GW_NOISE_LEVELS)
+    ]
+    policies.append(make_behaviour_policy("random", env, task, seed=seed))
+    trajectories = []
+    for i, policy in enumerate(policies):
+        trajectories += iterate_rollouts(env, policy, per_level, seed=seed + 1000 * i, progress=False)
+    env.close()
+    return trajectories
+
+
+def gw_segments(trajectories: list, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n distinct windows of GW_SEGMENT_LENGTH steps: states (n, H, S), actions (n, H, A), true returns (n,)."""
+    H = GW_SEGMENT_LENGTH
+    windows = [(t, s) for t, traj in enumerate(trajectories) for s in range(len(traj) - H + 1)]
+    if n > len(windows):
+        raise ValueError(f"{n} segments asked for, the dataset has {len(windows)} windows: raise --gw-episodes")
+    chosen = [windows[w] for w in rng.choice(len(windows), n, replace=False)]
+    obs = np.stack([trajectories[t].observations[s : s + H] for t, s in chosen]).astype(np.float32)
+    action = np.stack([trajectories[t].actions[s : s + H] for t, s in chosen]).astype(np.float32)
+    returns = np.array([trajectories[t].rewards[s : s + H].sum() for t, s in chosen])
+    return obs, action, returns
+
+
+def scripted_labels(returns: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """1 where the first segment's true return is higher, 0 where lower, 0.5 for a tie."""
+    return np.sign(returns[first] - returns[second]) * 0.5 + 0.5
+
+
+def pairs_through(coupling: np.ndarray, first: np.ndarray, second: np.ndarray, count: int, rng) -> tuple:
+    """`count` target pairs drawn through the coupling, as the PEARL pipeline draws them: a labelled source pair
+    (i, k) uniformly, then j ~ T[i, :] and l ~ T[k, :] (pairs with j == l dropped)."""
+    cumulative = np.cumsum(coupling, axis=1)  # (Ns, Nt)
+    chosen = rng.integers(len(first), size=count)
+
+    def draw(rows):  # inverse CDF of each row
+        u = rng.random(len(rows)) * cumulative[rows, -1]
+        return np.minimum((cumulative[rows] <= u[:, None]).sum(1), coupling.shape[1] - 1)
+
+    j, l = draw(first[chosen]), draw(second[chosen])
+    return j[j != l], l[j != l]
+
+
+def measured(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), seconds, peak resident memory above the start in bytes). The peak is Linux's VmHWM,
+    reset through /proc/self/clear_refs, so memory allocated by C++ (POT's network simplex) counts; elsewhere,
+    tracemalloc's peak of Python and numpy allocations."""
+    import tracemalloc
+
+    def status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current RSS
+        before, proc = status("VmRSS:"), True
+    except OSError:
+        tracemalloc.start()
+        proc = False
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    seconds = time.perf_counter() - start
+    if proc:
+        peak = status("VmHWM:") - before
+    else:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return result, seconds, max(peak, 0)
+
+
+def benchmark_gw(args) -> list[dict]:
+    """PEARL's cross-task transfer (embodied_rl.labelling.transfer) at each of --gw-sizes: n source segments in n/2
+    pairs labelled from true returns, n unlabelled target segments, GW coupling by the exact solver and by
+    --gw-fast-method (seconds and peak memory of `gw_coupling` alone), then 5n target pairs drawn through each coupling
+    (as the pipeline draws them) labelled by `transfer_labels`, scored against the target's true returns
+    (`transfer_accuracy`). With --gw-labels all, every source pair is labelled and the target pairs (5n) are drawn
+    uniformly, the same ones for both couplings (`agreement`: the fraction of them labelled alike)."""
+    import os
+
+    from embodied_rl.labelling.transfer import (
+        distance_matrix,
+        gw_coupling,
+        segment_features,
+        transfer_accuracy,
+        transfer_labels,
+    )
+
+    source_task, target_task = args.gw_tasks
+    print(f"collecting {args.gw_episodes} episodes each of {source_task} and {target_task}", flush=True)
+    data = {task: gw_trajectories(task, args.gw_episodes, seed=0) for task in (source_task, target_task)}
+    rows = []
+    for seed in args.gw_seeds:
+        for n in args.gw_sizes:
+            rng = np.random.default_rng(seed)
+            s_obs, s_act, s_ret = gw_segments(data[source_task], n, rng)
+            t_obs, t_act, t_ret = gw_segments(data[target_task], n, rng)
+            C_s = distance_matrix(segment_features(s_obs, s_act, args.gw_features))  # (n, n)
+            C_t = distance_matrix(segment_features(t_obs, t_act, args.gw_features))
+            if args.gw_labels == "all":
+                i, k = np.triu_indices(n, 1)
+                j = rng.integers(n, size=5 * n)
+                l = (j + rng.integers(1, n, size=5 * n)) % n  # l != j
+            else:
+                i, k = np.arange(n // 2), np.arange(n // 2, 2 * (n // 2))
+            z = scripted_labels(s_ret, i, k)
+            results = {}
+            for method in ("exact", args.gw_fast_method):
+                options = {"num_clusters": args.gw_clusters} if method == "fast" else {}
+                T, seconds, peak = measured(gw_coupling, C_s, C_t, method=method, **options)
+                if args.gw_labels == "pairs":
+                    j, l = pairs_through(T, i, k, 5 * n, np.random.default_rng(seed + 1))
+                labels, _ = transfer_labels(T, (i, k), z, (j, l))
+                results[method] = labels
+                row = {
+                    "bench": "gw",
+                    "seed": seed,
+                    "segments": n,
+                    "method": method,
+                    "seconds": seconds,
+                    "peak_mb": peak / 2**20,
+                    "accuracy": transfer_accuracy(labels, scripted_labels(t_ret, j, l)),
+                    "labelled": float(np.mean(np.isfinite(labels))),
+                    "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+                }
+                if method != "exact":
+                    exact = next(r for r in reversed(rows) if r["method"] == "exact")
+                    row["speedup"] = exact["seconds"] / seconds
+                    row["accuracy_minus_exact"] = row["accuracy"] - exact["accuracy"]
+                    if args.gw_labels == "all":
+                        row["agreement"] = float(np.mean(np.sign(labels - 0.5) == np.sign(results["exact"] - 0.5)))
+                rows.append(row)
+                print(f"  [gw] seed {seed}, {n} segments, {method}: {seconds:.2f}s", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["env", "sac", "sac_pixels", "iql"], default=None)
+    parser.add_argument("--only", choices=["env", "sac", "sac_pixels", "iql", "gw"], default=None)
     parser.add_argument(
         "--env-steps", type=cli.number(int, f">= {VECTOR_ENVS}", f"split among {VECTOR_ENVS} envs"), default=3000
     )
@@ -284,6 +449,23 @@ def main(argv: list[str] | None = None) -> None:
         "--devices", default=None, help="comma-separated auto, cpu, cuda, cuda:N (default: cpu, and cuda if present)"
     )
     parser.add_argument("--out", default="benchmark.json")
+    gw = parser.add_argument_group("gw: PEARL's Gromov-Wasserstein transfer, exact vs a faster path (docs/transfer.md)")
+    gw.add_argument(
+        "--gw-sizes", type=int_list(">= 4"), default=[500, 1000, 2000], help="segments per task, comma-separated"
+    )
+    gw.add_argument("--gw-fast-method", choices=["fast", "entropic"], default="fast", help="compared with exact")
+    gw.add_argument("--gw-clusters", type=cli.number(int, ">= 1"), default=200, help="num_clusters of the fast path")
+    gw.add_argument("--gw-seeds", type=int_list(">= 0"), default=[0], help="segment samples, comma-separated")
+    gw.add_argument("--gw-tasks", nargs=2, default=list(GW_TASKS), metavar=("SOURCE", "TARGET"))
+    gw.add_argument("--gw-episodes", type=cli.number(int, ">= 5"), default=40, help="episodes collected per task")
+    gw.add_argument("--gw-features", choices=["states", "state_actions"], default="states")
+    gw.add_argument(
+        "--gw-labels",
+        choices=["pairs", "all"],
+        default="pairs",
+        help="pairs: n/2 labelled source pairs, target pairs drawn through the coupling (the pipeline's way); "
+        "all: every source pair labelled, the same uniform target pairs for both couplings",
+    )
     cli.add_threads_option(parser)
     args = parser.parse_args(argv)
 
@@ -309,6 +491,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "iql"):
         for device in devices:
             rows += benchmark_iql(args, device)
+    if args.only == "gw":  # minutes at 2000 segments: only when asked for
+        rows += benchmark_gw(args)
     machine = {
         "date": date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),
