@@ -148,6 +148,17 @@ def test_training_is_deterministic_for_a_seed_and_leaves_the_global_rng_alone():
     assert torch.equal(after_a, torch.rand(3))  # nothing drawn from the global RNG
 
 
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_a_training_step_reads_no_value_on_the_host(kind):
+    """Forward and backward on the meta device (shapes, no data): an .item(), a bool() of a tensor or a
+    data-dependent shape would fail there, as it would sync a GPU with the host."""
+    model = build_reward_model(tiny(kind=kind, robust=True), S, A, H).to("meta").train()
+    obs, act = torch.empty(2, 4, H, S, device="meta"), torch.empty(2, 4, H, A, device="meta")  # (E, B, H, .)
+    loss = preference_loss(model, obs, act, obs, act, torch.empty(2, 4, device="meta"), 1.0, 1.0)
+    loss.sum().backward()
+    assert loss.shape == (2,)
+
+
 # ---------------------------------------------------------------- Bradley-Terry by hand
 
 
@@ -234,18 +245,18 @@ def test_the_transformers_rewards_are_causal():
 
 @pytest.mark.parametrize("steps", [20, H, 5])
 def test_relabelling_rewards_come_from_the_sliding_causal_context(steps):
-    model = transformer(ensemble_size=2, dropout=0.3)
+    model = transformer(ensemble_size=2, dropout=0.3).train()
     episode = trajectory(0, steps=steps)
     obs, act = torch.as_tensor(episode.observations[:-1]), torch.as_tensor(episode.actions)
-    predicted = model.predict(obs.numpy(), act.numpy())  # (T,)
+    predicted = model.predict(obs.numpy(), act.numpy())  # (T,), in eval mode (no dropout) whatever the model's mode
+    assert model.training  # and the mode is given back
+    model.eval()
     expected = []
     for t in range(steps):
         start = max(0, t - H + 1)
         window = model(obs[None, start : start + H], act[None, start : start + H]).reward.mean(0)[0]  # (<=H,)
         expected.append(window[t - start])
     np.testing.assert_allclose(predicted, torch.stack(expected).detach().numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(predicted, model.predict(obs.numpy(), act.numpy()))  # eval mode: no dropout
-    assert model.training is False
 
 
 # ---------------------------------------------------------------- robust reward learning
@@ -283,6 +294,27 @@ def test_robust_scores_are_reparameterised_samples_in_training_and_means_in_eval
     assert torch.equal(preference_loss(model, obs_1, act_1, obs_2, act_2, label), model_loss_of_means(model))
 
 
+def test_validation_of_a_robust_model_scores_the_means():
+    torch.manual_seed(0)
+    model = MLPRewardEnsemble(S, A, hidden_dims=(16,), ensemble_size=1, robust=True).train()
+    with torch.no_grad():
+        model.net.layers[-1].bias[..., 1] = 4.0  # sigma^2 ~ e^4: samples would move every score a lot
+    metrics = evaluate_reward_model(model, *pairs(16))
+    assert metrics == evaluate_reward_model(model, *pairs(16)) and model.training
+    assert metrics["loss"] == pytest.approx(model_loss_of_means(model.eval()).item(), rel=1e-6)
+    assert metrics["variance"] == pytest.approx(math.exp(4.0), rel=0.2)
+
+
+def test_the_log_variance_is_softly_bounded():
+    model = MLPRewardEnsemble(S, A, hidden_dims=(16,), ensemble_size=2, robust=True)
+    obs, act = torch.randn(4, H, S), torch.randn(4, H, A)
+    with torch.no_grad():
+        model.net.layers[-1].bias[0, 0, 1], model.net.layers[-1].bias[1, 0, 1] = 1e3, -1e3
+    log_var = model(obs, act).log_var  # (E, B, H)
+    assert torch.isfinite(log_var).all()
+    assert 5.9 < log_var[0].min() and log_var[0].max() <= 6.0 and -10.0 <= log_var[1].min() and log_var[1].max() < -9.9
+
+
 def model_loss_of_means(model):
     obs_1, act_1, obs_2, act_2, label = (torch.as_tensor(x) for x in pairs(16))
     out_1, out_2 = model(obs_1, act_1), model(obs_2, act_2)
@@ -302,6 +334,26 @@ def test_ensemble_members_differ_and_disagree(kind):
     assert not torch.allclose(members[0], members[1]) and not torch.allclose(members[1], members[2])
     np.testing.assert_allclose(model.predict(obs, act), members.mean(0).numpy(), rtol=1e-6)
     assert (model.disagreement(obs, act) > 0).all() and report.val_disagreement[-1] > 0
+
+
+def test_each_member_is_trained_on_its_own_minibatch(monkeypatch):
+    """The loss the fit loop gets for indices (E, B) is each member's preference loss on its own row of pairs."""
+    import embodied_rl.rewards.preference as preference
+
+    captured, real_fit = {}, preference.fit
+
+    def capture(model, batch_loss, *args, **kwargs):
+        captured.update(model=model, batch_loss=batch_loss)
+        return real_fit(model, batch_loss, *args, **kwargs)
+
+    monkeypatch.setattr(preference, "fit", capture)
+    data = pairs(50)
+    train_reward_model(*data, cfg=tiny(ensemble_size=2, steps=1, val_fraction=0.0))
+    model, batch_loss = captured["model"], captured["batch_loss"]
+    idx = torch.tensor([[0, 1, 2], [3, 4, 5]])  # (E, B): member 0 gets pairs 0-2, member 1 pairs 3-5
+    obs_1, act_1, obs_2, act_2, label = (torch.as_tensor(x) for x in data)
+    expected = [preference_loss(model, obs_1[r], act_1[r], obs_2[r], act_2[r], label[r])[e] for e, r in enumerate(idx)]
+    torch.testing.assert_close(batch_loss(idx), torch.stack(expected))
 
 
 def test_a_single_member_has_no_disagreement():

@@ -152,21 +152,25 @@ class PreferenceRewardModel(nn.Module):
         if sum(lengths) == 0:
             return [torch.zeros(self.ensemble_size, 0) for _ in episodes]
         all_obs, all_act = torch.cat(obs).to(device), torch.cat(act).to(device)  # (N, S), (N, A)
-        window_rows, positions, offset = [], [], 0
+        starts, lasts, positions, offset = [], [], [], 0
         for T in lengths:
             t = torch.arange(T)
-            start = (t - C + 1).clamp(min=0)  # (T,)
-            rows = (start[:, None] + torch.arange(C)).clamp(max=max(T - 1, 0))  # (T, C) steps of each window
-            window_rows.append(rows + offset)
+            start = (t - C + 1).clamp(min=0)  # (T,) first step of each transition's window
+            starts.append(start + offset)  # as rows of all_obs
+            lasts.append(torch.full((T,), offset + T - 1))  # the episode's last row: windows never cross it
             positions.append(t - start)
             offset += T
-        window_rows, positions = torch.cat(window_rows).to(device), torch.cat(positions).to(device)  # (N, C), (N,)
+        starts, lasts, positions = (torch.cat(x).to(device) for x in (starts, lasts, positions))  # (N,) each
+        window = torch.arange(C, device=device)  # (C,)
 
         was_training = self.training
         self.eval()
         chunks = []
-        for rows, pos in zip(window_rows.split(batch_size), positions.split(batch_size)):
+        for first in range(0, offset, batch_size):
+            part = slice(first, first + batch_size)
+            rows = torch.minimum(starts[part, None] + window, lasts[part, None])  # (b, C)
             reward = self(all_obs[rows], all_act[rows]).reward  # (E, b, C)
+            pos = positions[part]  # (b,)
             chunks.append(reward.gather(2, pos[None, :, None].expand(len(reward), -1, 1))[..., 0])  # (E, b)
         self.train(was_training)
         return list(torch.cat(chunks, dim=1).cpu().split(lengths, dim=1))
