@@ -260,78 +260,32 @@ class PEARLPipeline(Pipeline):
             run.logger.log(summary, step=0, prefix="pearl")
         return relabelled
 
-    def segment_features(self, pairs: PreferencePairs, trajectories: Sequence[Trajectory]) -> np.ndarray:
-        """(2P, D) features of the segments of P pairs: the first segments, then the second (pair p = (p, P + p))."""
-        first, second = pair_segment_arrays(pairs, trajectories, keys=("obs", "action"))
-        obs = np.concatenate([first["obs"], second["obs"]])  # (2P, H, S)
-        action = np.concatenate([first["action"], second["action"]])  # (2P, H, A)
-        return segment_features(obs, action, kind=self.settings.features)
-
     def transfer(
         self, run: Run, target: list[Trajectory], target_pool: PreferencePairs, out: Path
     ) -> tuple[PreferencePairs, dict[str, Any]]:
-        """CPA: source labels -> Gromov-Wasserstein coupling between the two tasks' segments -> target labels.
-
-        The target segments are those of `target_pool`'s pairs. The target pairs that get labels are drawn through
-        the coupling (ours): a labelled source pair (i, k) drawn uniformly, then j ~ T[i, :] and l ~ T[k, :]; so
-        every target pair has transport weight from the labelled source pairs, with the exact solver's sparse
-        coupling too (a target pair drawn uniformly would mostly have none: its two segments rarely map onto one
-        labelled source pair). Its label is the normalised weighted mean over all labelled source pairs
-        (`transfer_labels`), not only the one it was drawn from."""
+        """CPA with the run's intermediates: source pairs and coupling made once, reused on resume."""
         s = self.settings
         source = load_trajectories(s.source.dataset_id)
         source_pairs = _cached_pairs(out / "source_pairs.npz", run.resuming)
-        if source_pairs is None and s.source_labels is not None:
-            source_pairs = import_preference_labels(s.source_labels, source, s.segment_length)
+        if source_pairs is None:
+            source_pairs = source_labels(source, s, seed=run.seed + 1)
             source_pairs.save(out / "source_pairs.npz")
-        elif source_pairs is None:
-            sampled = sample_segment_pairs(source, s.source_pairs, s.segment_length, seed=run.seed + 1)
-            source_pairs = s.teacher.label(sampled, source, seed=run.seed + 1)
-            source_pairs.save(out / "source_pairs.npz")
-        coupling_path, seconds = out / "coupling.npy", None
-        if run.resuming and coupling_path.exists():
-            coupling = np.load(coupling_path)
-        else:
-            started = time.perf_counter()
-            source_costs = distance_matrix(self.segment_features(source_pairs, source), s.metric, s.normalize)
-            target_costs = distance_matrix(self.segment_features(target_pool, target), s.metric, s.normalize)
+        coupling_path = out / "coupling.npy"
+        coupling = np.load(coupling_path) if run.resuming and coupling_path.exists() else None
+        if coupling is None:
             run.logger.summary(
-                f"[pearl] Gromov-Wasserstein ({s.gw_method}): {len(source_costs)} source x {len(target_costs)} "
-                "target segments"
+                f"[pearl] Gromov-Wasserstein ({s.gw_method}): {2 * len(source_pairs)} source x "
+                f"{2 * len(target_pool)} target segments"
             )
-            coupling = np.asarray(gw_coupling(source_costs, target_costs, method=s.gw_method, **s.gw_options))
-            seconds = time.perf_counter() - started
-            with atomic_write(coupling_path, "wb") as f:
-                np.save(f, coupling)
-        P_s = len(source_pairs)
-        j, l = _pairs_through(coupling, np.arange(P_s), np.arange(P_s) + P_s, s.target_pairs, seed=run.seed + 2)
-        labels, confidence = transfer_labels(
-            coupling,
-            (np.arange(P_s), np.arange(P_s) + P_s),
-            source_pairs.label,
-            (j, l),
-            tie_band=s.tie_band,
-            min_confidence=s.min_confidence,
+        transferred, coupling, report = cross_task_labels(
+            source, source_pairs, target, target_pool, s, seed=run.seed, coupling=coupling
         )
-        episodes = np.concatenate([target_pool.episode_1, target_pool.episode_2])  # (2P,) the pool's segments
-        starts = np.concatenate([target_pool.start_1, target_pool.start_2])
-        drawn = PreferencePairs(s.segment_length, episodes[j], starts[j], episodes[l], starts[l], labels)
-        keep = np.isfinite(labels)
-        transferred = replace(drawn.select(keep), source=f"transferred:{s.source.task}")
-        truth = ScriptedTeacher().label(transferred, target, seed=run.seed)  # noise-free, for the accuracy only
-        accuracy = transfer_accuracy(transferred.label, truth.label)
+        with atomic_write(coupling_path, "wb") as f:
+            np.save(f, coupling)
         run.logger.summary(
-            f"[pearl] transferred labels to {len(transferred)} target pairs from {P_s} source pairs: accuracy "
-            f"{accuracy:.3f} against the scripted target labels"
+            f"[pearl] transferred labels to {len(transferred)} target pairs from {len(source_pairs)} source pairs: "
+            f"accuracy {report['transfer_accuracy']:.3f} against the scripted target labels"
         )
-        report = {
-            "num_source_pairs": P_s,
-            "num_target_pairs": len(j),
-            "num_transferred": len(transferred),
-            "transfer_accuracy": accuracy,
-            "confidence_mean": float(np.mean(confidence)),
-            "gw_seconds": seconds,
-        }
         return transferred, report
 
     def reward_model(
@@ -364,6 +318,73 @@ class PEARLPipeline(Pipeline):
             f"[pearl] reward model: best step {report.best_step}, validation accuracy {report.best_val_accuracy:.3f}"
         )
         return model, report.as_dict()
+
+
+def source_labels(source: Sequence[Trajectory], s: PEARLConfig, seed: int) -> PreferencePairs:
+    """The labelled source pairs: read from `s.source_labels`, or sampled and labelled by `s.teacher`."""
+    if s.source_labels is not None:
+        return import_preference_labels(s.source_labels, source, s.segment_length)
+    return s.teacher.label(sample_segment_pairs(source, s.source_pairs, s.segment_length, seed=seed), source, seed=seed)
+
+
+def pair_features(pairs: PreferencePairs, trajectories: Sequence[Trajectory], kind: str) -> np.ndarray:
+    """(2P, D) features of the segments of P pairs: the first segments, then the second (pair p = (p, P + p))."""
+    first, second = pair_segment_arrays(pairs, trajectories, keys=("obs", "action"))
+    obs = np.concatenate([first["obs"], second["obs"]])  # (2P, H, S)
+    action = np.concatenate([first["action"], second["action"]])  # (2P, H, A)
+    return segment_features(obs, action, kind=kind)
+
+
+def cross_task_labels(
+    source: Sequence[Trajectory],
+    source_pairs: PreferencePairs,
+    target: Sequence[Trajectory],
+    target_pool: PreferencePairs,
+    s: PEARLConfig,
+    seed: int = 0,
+    coupling: np.ndarray | None = None,
+) -> tuple[PreferencePairs, np.ndarray, dict[str, Any]]:
+    """CPA (PEARL section 4.1): labelled source pairs -> Gromov-Wasserstein coupling T between the source segments
+    and the target segments (those of `target_pool`'s pairs) -> labelled target pairs; (pairs, T, report).
+
+    The target pairs that get labels are drawn through the coupling (ours): a labelled source pair (i, k) drawn
+    uniformly, then j ~ T[i, :] and l ~ T[k, :]; so every target pair has transport weight from the labelled source
+    pairs, with the exact solver's sparse coupling too (a target pair drawn uniformly would mostly have none: its two
+    segments rarely map onto one labelled source pair). Its label is the normalised weighted mean over all labelled
+    source pairs (`transfer_labels`), not only the one it was drawn from. `coupling`: a T computed before (resume).
+    The report's accuracy compares the labels with the noise-free scripted teacher's on the target."""
+    seconds = None
+    if coupling is None:
+        started = time.perf_counter()
+        source_costs = distance_matrix(pair_features(source_pairs, source, s.features), s.metric, s.normalize)
+        target_costs = distance_matrix(pair_features(target_pool, target, s.features), s.metric, s.normalize)
+        coupling = np.asarray(gw_coupling(source_costs, target_costs, method=s.gw_method, **s.gw_options))
+        seconds = time.perf_counter() - started
+    P_s = len(source_pairs)
+    j, l = _pairs_through(coupling, np.arange(P_s), np.arange(P_s) + P_s, s.target_pairs, seed=seed + 2)
+    labels, confidence = transfer_labels(
+        coupling,
+        (np.arange(P_s), np.arange(P_s) + P_s),
+        source_pairs.label,
+        (j, l),
+        tie_band=s.tie_band,
+        min_confidence=s.min_confidence,
+    )
+    episodes = np.concatenate([target_pool.episode_1, target_pool.episode_2])  # (2P,) the pool's segments
+    starts = np.concatenate([target_pool.start_1, target_pool.start_2])
+    drawn = PreferencePairs(s.segment_length, episodes[j], starts[j], episodes[l], starts[l], labels)
+    transferred = replace(drawn.select(np.isfinite(labels)), source=f"transferred:{s.source.task}")
+    truth = ScriptedTeacher().label(transferred, target, seed=seed)  # noise-free, for the accuracy only
+    report = {
+        "num_source_pairs": P_s,
+        "num_target_pairs": len(j),
+        "num_transferred": len(transferred),
+        "transfer_accuracy": transfer_accuracy(transferred.label, truth.label),
+        "confidence_mean": float(np.mean(confidence)),
+        "gw_method": s.gw_method,
+        "gw_seconds": seconds,
+    }
+    return transferred, coupling, report
 
 
 def _with_rewards(trajectory: Trajectory, rewards: np.ndarray) -> Trajectory:
