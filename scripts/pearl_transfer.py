@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         except DatasetError as err:
             cli.fail(f"{err} (scripts/make_datasets.py metaworld --tasks ... --tiers {args.dataset} builds it)")
         for seed in [int(s) for s in args.seeds.split(",")]:
-            s = replace(settings, source=TaskData(source_task), source_pairs=args.num_pairs, target_pairs=args.num_pairs)
+            n = args.num_pairs
+            s = replace(settings, source=TaskData(source_task), source_pairs=n, target_pairs=n)
             labelled = source_labels(source, s, seed=seed + 1)
             pool = sample_segment_pairs(target, args.num_pairs, s.segment_length, seed=seed)
             for method in args.methods.split(","):
