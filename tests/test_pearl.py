@@ -183,3 +183,20 @@ def test_the_config_group_mirrors_the_settings_dataclasses():
     assert {k: v for k, v in config.items() if k not in ("reward", "teacher")} == {
         k: v for k, v in dataclasses.asdict(defaults).items() if k not in ("reward", "teacher", "source")
     }
+
+
+def test_transfer_accuracy_script_prints_a_row_per_pair_and_solver(datasets, tmp_path, capsys):
+    from script_helpers import load_script
+
+    out = tmp_path / "rows.json"
+    argv = [f"--pairs={SOURCE}:{SOURCE},{SOURCE}:{TARGET}", "--dataset=tiny", "--num-pairs=12", "--methods=exact"]
+    assert load_script("pearl_transfer").main([*argv, f"--out={out}", "pearl.segment_length=10"]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["source"], r["target"], r["gw_method"]) for r in rows] == [
+        (SOURCE, SOURCE, "exact"),
+        (SOURCE, TARGET, "exact"),
+    ]
+    assert all(0 <= r["transfer_accuracy"] <= 1 and r["num_transferred"] == 12 for r in rows)
+    with pytest.raises(SystemExit) as exit_:
+        load_script("pearl_transfer").main([*argv, "--pairs=reach-v3:no-such-v3"])
+    assert exit_.value.code == 2
