@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check that needs a CUDA GPU, in one command (README "Speed"; issues 3 and 4): the `gpu` tests (CUDA
+# Every check that needs a CUDA GPU, in one command (README "Speed"; issues 3, 4 and 6): the `gpu` tests (CUDA
 # graphs equal to eager, no host syncs), the SAC, pixel SAC and IQL update benchmarks on CPU and CUDA (eager, compiled,
 # compiled + CUDA graphs), a short compiled + CUDA-graph SAC run on the GPU and its evaluation with EGL videos.
 # Each step logs to $OUT/<step>.txt; a failing step does not stop the rest (exit 1 at the end, naming them).
@@ -38,7 +38,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 # Every step runs even if an earlier one fails (a GPU session is short): failures are listed at the end.
-STEP_NAMES="pytest_gpu bench_sac bench_iql bench_sac_pixels egl_render train_cudagraphs evaluate_egl"
+STEP_NAMES="pytest_gpu bench_sac bench_iql bench_sac_pixels egl_render train_cudagraphs evaluate_egl gw_entropic_cuda train_pearl"
 for name in ${ONLY:-}; do
     [[ " $STEP_NAMES " == *" $name "* ]] || { echo "error: ONLY names an unknown step '$name' (steps: $STEP_NAMES)"; exit 2; }
 done
@@ -79,6 +79,22 @@ step train_cudagraphs $PY scripts/train.py experiment=sac_metaworld name=gpu_che
     device=cuda agent.compile=true agent.cudagraphs=true trainer.total_steps="$STEPS" trainer.eval_every="$STEPS" \
     trainer.checkpoint_every="$STEPS" trainer.eval_videos="$VIDEOS" overwrite=true
 step evaluate_egl $PY scripts/evaluate.py "$RUN" --episodes 2 --videos "$VIDEOS" --device cuda --out "$OUT/evaluate"
+# PEARL (issue 6): entropic Gromov-Wasserstein on POT's torch backend on the GPU, equal to the CPU's within tolerance;
+# then a short PEARL run with the reward model and IQL on CUDA
+step gw_entropic_cuda $PY -c "import numpy as np, torch
+from embodied_rl.labelling.transfer import gw_coupling
+rng = np.random.default_rng(0)
+a, b = rng.random((300, 300)), rng.random((300, 300))
+a, b = (a + a.T) / 2, (b + b.T) / 2
+cpu = gw_coupling(a, b, method='entropic')
+gpu = gw_coupling(torch.tensor(a, device='cuda'), torch.tensor(b, device='cuda'), method='entropic')
+assert gpu.is_cuda, 'the coupling left the GPU'
+gap = float(np.abs(gpu.cpu().numpy() - cpu).max())
+print('max |T_gpu - T_cpu|', gap, 'max T', float(cpu.max()), 'mass', float(gpu.sum()))
+assert gap <= 1e-4 * cpu.max(), 'GPU and CPU couplings differ'"
+step train_pearl $PY scripts/train.py experiment=pearl device=cuda run_dir=runs/gpu_check_pearl overwrite=true \
+    pearl.source_pairs=300 pearl.target_pairs=300 pearl.reward.steps=500 trainer.total_updates=2000 \
+    trainer.eval_every=2000 trainer.checkpoint_every=2000 trainer.eval_videos=0
 ls "$OUT" "$OUT/evaluate" || true
 if ((${#failed[@]})); then
     echo "gpu_check: FAILED: ${failed[*]} (logs in $OUT/)"
