@@ -28,7 +28,7 @@ def isometric_clouds(n=12, dim=3, seed=0):
 
 
 def brute_force_labels(T, source_pairs, z, target_pairs):
-    """The normalised Eq. 6 by loops: each labelled source pair in both orders."""
+    """The normalised transferred label by loops: each labelled source pair in both orders."""
     T = T / T.sum()
     labels = []
     for j, l in zip(*target_pairs):
@@ -45,7 +45,7 @@ def brute_force_labels(T, source_pairs, z, target_pairs):
 
 
 def test_identity_coupling_gives_back_the_source_label_not_one_ninth():
-    T = np.eye(3) / 3  # the reviewers' example: Eq. 6 as written gives 1/9
+    T = np.eye(3) / 3  # the reviewers' example: the paper's formula as written gives 1/9
     labels, confidence = transfer_labels(T, ([0], [1]), [1.0], ([0, 1, 0], [1, 0, 2]))
     assert labels[0] == pytest.approx(1.0)
     assert labels[1] == pytest.approx(0.0)  # the same pair the other way round
@@ -124,6 +124,11 @@ def test_confidence_is_relative_to_the_independent_coupling_and_filters():
     keep = confidence >= threshold
     assert np.isnan(filtered[~keep]).all()
     np.testing.assert_allclose(filtered[keep], labels[keep], atol=1e-6)
+    # at the threshold a pair is kept: T = I/4 gives pair (0, 1) confidence 8 exactly (0.0625 / (0.25^2 * 0.125))
+    kept, exact = transfer_labels(np.eye(4) / 4, ([0], [1]), [1.0], ([0], [1]), min_confidence=8.0)
+    assert exact[0] == 8.0 and kept[0] == 1.0
+    dropped, _ = transfer_labels(np.eye(4) / 4, ([0], [1]), [1.0], ([0], [1]), min_confidence=8.001)
+    assert np.isnan(dropped[0])
 
 
 def test_transfer_accuracy_counts_non_tie_pairs_with_a_label():
@@ -178,7 +183,8 @@ def test_distance_matrix_normalisations():
 @pytest.mark.parametrize("method", ["exact", "fast"])
 def test_gw_recovers_the_correspondence_of_isometric_clouds(method):
     X, Y, perm = isometric_clouds()
-    T = gw_coupling(distance_matrix(X), distance_matrix(Y), method=method)
+    options = {"num_clusters": 12} if method == "fast" else {}  # one segment per cluster: quantisation is lossless
+    T = gw_coupling(distance_matrix(X), distance_matrix(Y), method=method, **options)
     assert T.shape == (12, 12)
     np.testing.assert_allclose(T.sum(1), 1 / 12, atol=1e-8)  # uniform marginals
     np.testing.assert_allclose(T.sum(0), 1 / 12, atol=1e-8)
@@ -198,10 +204,27 @@ def test_fast_gw_matches_clusters_of_isometric_clouds():
     blob = np.repeat(np.arange(4), sizes)  # cluster of each source point; target point perm[i] is in blob[i]
     target_blob = np.empty_like(blob)
     target_blob[perm] = blob
-    T = gw_coupling(distance_matrix(X), distance_matrix(Y), method="fast", num_clusters=4)
+    T = gw_coupling(distance_matrix(X), distance_matrix(Y), method="fast")  # default: 18 / 5 -> 4 clusters
     mass = np.zeros((4, 4))
     np.add.at(mass, (blob[:, None], target_blob[None, :]), T)
     np.testing.assert_allclose(mass, np.diag(sizes) / len(X), atol=1e-8)
+    for b in range(4):  # one cluster per blob (the default K): each matched block is spread evenly
+        block = T[np.ix_(blob == b, target_blob == b)]
+        np.testing.assert_allclose(block, 1 / (len(X) * sizes[b]), rtol=1e-6)
+
+
+def test_fast_gw_lifts_clusters_of_different_sizes_with_uniform_marginals():
+    """9 source segments in blobs of 3 and 6, 12 target segments in blobs of 4 and 8: matched clusters hold the
+    same mass but not the same number of segments."""
+    rng = np.random.default_rng(9)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0]])
+    X = np.concatenate([centres[0] + 0.1 * rng.normal(size=(3, 2)), centres[1] + 0.1 * rng.normal(size=(6, 2))])
+    Y = np.concatenate([centres[0] + 0.1 * rng.normal(size=(4, 2)), centres[1] + 0.1 * rng.normal(size=(8, 2))])
+    T = gw_coupling(distance_matrix(X), distance_matrix(Y), method="fast", num_clusters=2)
+    np.testing.assert_allclose(T.sum(1), 1 / 9, atol=1e-8)
+    np.testing.assert_allclose(T.sum(0), 1 / 12, atol=1e-8)
+    np.testing.assert_allclose(T[:3, :4], 1 / 3 / 12, rtol=1e-6)  # mass 1/3 over 3 x 4 segment pairs
+    np.testing.assert_allclose(T[3:, 4:], 2 / 3 / 48, rtol=1e-6)  # mass 2/3 over 6 x 8
 
 
 @pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")  # 200 inner iterations: enough to couple 10 points
@@ -219,11 +242,19 @@ def test_entropic_gw_runs_on_torch_and_keeps_the_input_kind():
 
 
 def test_medoid_partition_gives_non_empty_clusters():
-    x = np.concatenate([np.zeros((3, 2)), np.random.default_rng(7).normal(size=(10, 2))])  # 3 duplicate points
-    medoids, cluster = medoid_partition(distance_matrix(x), 8)
-    assert len(medoids) == cluster.max() + 1 <= 8
+    x = np.concatenate([np.zeros((3, 2)), np.random.default_rng(7).normal(size=(10, 2))])  # 11 distinct points
+    C = distance_matrix(x)
+    medoids, cluster = medoid_partition(C, 8)
+    assert len(medoids) == cluster.max() + 1 == 8
     assert (np.bincount(cluster) > 0).all()
     assert (cluster[medoids] == np.arange(len(medoids))).all()  # each medoid is in its own cluster
+    medoids, cluster = medoid_partition(C, 12)  # more clusters than distinct points: the empty ones are dropped
+    assert len(medoids) == cluster.max() + 1 == 11
+    assert (np.bincount(cluster) > 0).all()
+    y = np.concatenate([np.ones((3, 2)), np.random.default_rng(8).normal(size=(10, 2))])
+    T = gw_coupling(C, distance_matrix(y), method="fast", num_clusters=12)
+    np.testing.assert_allclose(T.sum(1), 1 / 13, atol=1e-8)
+    np.testing.assert_allclose(T.sum(0), 1 / 13, atol=1e-8)
 
 
 # ---- bad inputs: one clear ValueError each ----
@@ -241,6 +272,7 @@ def test_medoid_partition_gives_non_empty_clusters():
         (lambda: gw_coupling(np.full((3, 3), np.nan), np.zeros((3, 3))), "NaN"),
         (lambda: gw_coupling(np.zeros((3, 3)), np.zeros((3, 3)), method="sinkhorn"), "unknown GW method"),
         (lambda: gw_coupling(np.zeros((3, 3)), np.zeros((3, 3)), epsilon=0.1), "unknown option"),
+        (lambda: gw_coupling(np.eye(3), np.eye(3), method="fast", num_clusters=1), "num_clusters"),
         (lambda: transfer_labels(np.eye(3), ([0], [5]), [1.0], ([0], [1])), r"\[0, 3\)"),
         (lambda: transfer_labels(np.eye(3), ([0], [1]), [1.0], ([0, 1], [1])), "one length"),
         (lambda: transfer_labels(np.eye(3), ([0], [1]), [1.0, 0.0], ([0], [1])), "one per source pair"),
@@ -255,3 +287,34 @@ def test_medoid_partition_gives_non_empty_clusters():
 def test_bad_inputs_raise_one_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---- scripts/benchmark.py --only gw ----
+
+
+def test_benchmark_gw_prints_exact_and_fast_rows(tmp_path, capsys):
+    import json
+
+    from script_helpers import load_script
+
+    out = tmp_path / "gw.json"
+    threads = torch.get_num_threads()
+    try:
+        load_script("benchmark").main(
+            ["--only", "gw", "--gw-sizes", "12,24", "--gw-episodes", "5", "--threads", "1", "--out", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)  # the script sets torch's threads for the whole process
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["segments"], r["method"]) for r in rows] == [(12, "exact"), (12, "fast"), (24, "exact"), (24, "fast")]
+    for row in rows:
+        assert row["seconds"] > 0 and row["peak_mb"] >= 0 and 0 <= row["accuracy"] <= 1
+    assert "speedup=" in capsys.readouterr().out
+
+
+def test_benchmark_gw_refuses_a_bad_size_list(capsys):
+    from script_helpers import load_script
+
+    with pytest.raises(SystemExit):
+        load_script("benchmark").main(["--only", "gw", "--gw-sizes", "500,2"])
+    assert "--gw-sizes: must be >= 4, got 2" in capsys.readouterr().err

@@ -13,16 +13,28 @@ from embodied_rl.labelling.inverse_dynamics import (
     window_offsets,
 )
 from embodied_rl.labelling.preference_teacher import ScriptedTeacher
+from embodied_rl.labelling.transfer import (
+    distance_matrix,
+    gw_coupling,
+    segment_features,
+    transfer_accuracy,
+    transfer_labels,
+)
 
 __all__ = [
     "IDMConfig",
     "IDMTrainReport",
     "InverseDynamicsModel",
     "ScriptedTeacher",
+    "distance_matrix",
     "evaluate_inverse_dynamics",
+    "gw_coupling",
+    "segment_features",
     "split_validation",
     "state_windows",
     "train_inverse_dynamics",
+    "transfer_accuracy",
+    "transfer_labels",
     "window_indices",
     "window_offsets",
 ]

@@ -4,8 +4,8 @@ segments.
 
     C_s = distance_matrix(segment_features(source_obs, source_act))      # (Ns, Ns), distances inside the source
     C_t = distance_matrix(segment_features(target_obs, target_act))      # (Nt, Nt), distances inside the target
-    T = gw_coupling(C_s, C_t)                                            # (Ns, Nt), GW transport plan (Eq. 4-5)
-    labels, confidence = transfer_labels(T, (i, k), z, (j, l))           # (Q,), (Q,) transferred labels (Eq. 6)
+    T = gw_coupling(C_s, C_t)                                            # (Ns, Nt), GW transport plan
+    labels, confidence = transfer_labels(T, (i, k), z, (j, l))           # (Q,), (Q,) transferred labels
     transfer_accuracy(labels, scripted_target_labels)                    # fraction on the right side of 0.5
 
 The transferred label of target pair (j, l) is the source labels z_ik weighted by T_ij T_kl, *normalised* over the
@@ -13,9 +13,9 @@ labelled source pairs:
 
     z(y_j, y_l) = sum_{(i,k) labelled} T_ij T_kl z_ik / sum_{(i,k) labelled} T_ij T_kl
 
-PEARL's Eq. 6 as written omits the denominator, which shrinks labels by the transported mass (an identity coupling
-over 3 segments, T = I/3, turns a label 1 into 1/9). Each labelled source pair counts in both orders, (i, k) with
-z_ik and (k, i) with 1 - z_ik, so transferred labels are consistent: z(y_l, y_j) = 1 - z(y_j, y_l).
+PEARL's transferred-label formula as written omits the denominator, which shrinks labels by the transported mass
+(an identity coupling over 3 segments, T = I/3, turns a label 1 into 1/9). Each labelled source pair counts in both
+orders, (i, k) with z_ik and (k, i) with 1 - z_ik, so transferred labels are consistent: z(y_l, y_j) = 1 - z(y_j, y_l).
 A target pair whose segments receive no transport weight from any labelled source pair has no label (NaN).
 """
 
@@ -87,7 +87,7 @@ def segment_features(obs: Array, action: Array | None = None, kind: str = "state
 
 
 def distance_matrix(features: Array, metric: str = "euclidean", normalize: str | None = "max") -> Array:
-    """Pairwise distances inside one task, C_ik = d(x_i, x_k) (PEARL Eq. 4's intra-domain cost), (N, D) -> (N, N),
+    """Pairwise distances inside one task, C_ik = d(x_i, x_k) (PEARL Sec. 4.1's intra-task cost), (N, D) -> (N, N),
     float64, symmetric with a zero diagonal.
 
     metric: "euclidean", "sqeuclidean", "cityblock" (L1) or "cosine" (1 - cosine similarity).
@@ -138,12 +138,12 @@ def _check_cost(C: Array, name: str) -> None:
 
 EXACT_OPTIONS = {"max_iter": 10_000, "tol_rel": 1e-9, "tol_abs": 1e-9}
 ENTROPIC_OPTIONS = {"epsilon": 1e-2, "solver": "PGD", "max_iter": 1000, "tol": 1e-7, "inner_max_iter": 1000}
-FAST_OPTIONS = {"num_clusters": 200, "medoid_iters": 5, "seed": 0, **EXACT_OPTIONS}
+FAST_OPTIONS = {"num_clusters": None, "medoid_iters": 5, "seed": 0, **EXACT_OPTIONS}  # None: a fifth of the segments
 GW_OPTIONS = {"exact": EXACT_OPTIONS, "entropic": ENTROPIC_OPTIONS, "fast": FAST_OPTIONS}
 
 
 def gw_coupling(C_source: Array, C_target: Array, method: str = "exact", **options) -> Array:
-    """The Gromov-Wasserstein coupling T (Ns, Nt) between two tasks' segments (PEARL Eq. 4-5): the transport plan
+    """The Gromov-Wasserstein coupling T (Ns, Nt) between two tasks' segments (PEARL Sec. 4.1): the transport plan
     with uniform marginals minimising sum_{i,j,k,l} (C_s[i,k] - C_t[j,l])^2 T_ij T_kl (square loss), solved with POT.
 
     method:
@@ -154,9 +154,10 @@ def gw_coupling(C_source: Array, C_target: Array, method: str = "exact", **optio
         normalised to [0, 1]), solver ("PGD" or "PPA"), max_iter and tol (outer iterations), inner_max_iter
         (Sinkhorn iterations per outer one). Dense.
       "fast": quantised GW: each task's segments are split into `num_clusters` clusters by k-medoids on its distance
-        matrix, exact GW couples the medoids (weighted by cluster sizes), and each medoid pair's mass is spread evenly
-        over the two clusters' members (`_quantized_gw`); options num_clusters, medoid_iters, seed and exact's.
-        Block-dense.
+        matrix (default None: a fifth of its segments), exact GW couples the medoids (weighted by cluster sizes), and
+        each medoid pair's mass is spread evenly over the two clusters' members (`_quantized_gw`); options
+        num_clusters, medoid_iters, seed and exact's. Block-dense; measured 15-35x faster than exact at 2000
+        segments with transfer accuracy within 1.3 points of exact's (docs/transfer.md).
     Inputs are float64-cast; numpy in, numpy out; torch in, torch out (on the inputs' device).
     """
     if method not in GW_METHODS:
@@ -219,15 +220,16 @@ def medoid_partition(C: np.ndarray, num_clusters: int, iters: int = 5, seed: int
 
 
 def _quantized_gw(
-    Cs: np.ndarray, Ct: np.ndarray, num_clusters: int, medoid_iters: int, seed: int, **exact_settings
+    Cs: np.ndarray, Ct: np.ndarray, num_clusters: int | None, medoid_iters: int, seed: int, **exact_settings
 ) -> np.ndarray:
     """Quantised GW (after Chowdhury et al. 2021): exact GW between the two tasks' medoids, with marginals the
     cluster sizes, lifted back to the segments: T_ij = T^c[a_i, b_j] / (n_a n_b) for segment i in source cluster a
     (of n_a members) and j in target cluster b. The lifted plan keeps uniform marginals."""
-    if num_clusters < 1:
-        raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
-    medoids_s, cluster_s = medoid_partition(Cs, num_clusters, medoid_iters, seed)  # (Ks,), (Ns,)
-    medoids_t, cluster_t = medoid_partition(Ct, num_clusters, medoid_iters, seed)  # (Kt,), (Nt,)
+    if num_clusters is not None and num_clusters < 2:
+        raise ValueError(f"num_clusters must be >= 2 (or None: a fifth of the segments), got {num_clusters}")
+    Ks, Kt = (num_clusters or max(2, round(len(C) / 5)) for C in (Cs, Ct))
+    medoids_s, cluster_s = medoid_partition(Cs, Ks, medoid_iters, seed)  # (Ks,), (Ns,)
+    medoids_t, cluster_t = medoid_partition(Ct, Kt, medoid_iters, seed)  # (Kt,), (Nt,)
     size_s, size_t = np.bincount(cluster_s), np.bincount(cluster_t)  # (Ks,), (Kt,)
     Tc = _exact_gw(
         Cs[np.ix_(medoids_s, medoids_s)],
@@ -236,7 +238,10 @@ def _quantized_gw(
         size_t / len(Ct),
         **exact_settings,
     )  # (Ks, Kt)
-    return Tc[np.ix_(cluster_s, cluster_t)] / np.outer(size_s[cluster_s], size_t[cluster_t])  # (Ns, Nt)
+    T = Tc[np.ix_(cluster_s, cluster_t)]  # (Ns, Nt), the medoid pair's mass for every segment pair
+    T /= size_s[cluster_s, None]  # spread evenly over the members, in place: one (Ns, Nt) array
+    T /= size_t[None, cluster_t]
+    return T
 
 
 def _pair_indices(pairs, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +270,7 @@ def transfer_labels(
     chunk: int = 4096,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Preference labels of target pairs (j, l) from labelled source pairs (i, k) through the coupling T (Ns, Nt),
-    PEARL Eq. 6 normalised over the labelled source pairs (see the module docstring):
+    PEARL's weighted sum (Sec. 4.1) normalised over the labelled source pairs (see the module docstring):
 
         label(j, l) = sum_{(i,k)} T_ij T_kl z_ik / w(j, l),   w(j, l) = sum_{(i,k)} T_ij T_kl
 
