@@ -112,6 +112,17 @@ def check_field_types(config: Any, what: str, prefix: str = "") -> None:
         setattr(config, key, value)
 
 
+def settings_from_mapping(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
+    """The settings dataclass `cls` from a dict or OmegaConf node (missing keys take the defaults); an unknown key
+    is one ValueError, `unknown <what> config keys [...]; known: [...]` (the known ones in field order)."""
+    values = dict(values or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} config keys {unknown}; known: {known}")
+    return cls(**values)
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists and empty dicts are leaves."""
     flat = {}

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ from embodied_rl.data.trajectory import Trajectory
 from embodied_rl.nn.distributions import TanhNormal
 from embodied_rl.nn.ensemble import EnsembleMLP
 from embodied_rl.nn.fit import FitSettings, fit, split_validation
-from embodied_rl.validation import check_field_types, check_ranges
+from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
 # ---------------------------------------------------------------- state windows
 
@@ -264,25 +264,12 @@ class IDMConfig:
 
     def fit_settings(self) -> FitSettings:
         """The settings of the shared fit loop (`embodied_rl.nn.fit`)."""
-        return FitSettings(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            eval_every=self.eval_every,
-            select_metric=self.select_metric,
-            patience=self.patience,
-            progress=self.progress,
-        )
+        return FitSettings.from_config(self)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> IDMConfig:
         """From a dict or OmegaConf node; an unknown key is an error naming the known ones."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown idm config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return settings_from_mapping(cls, values, "idm")
 
 
 @dataclass

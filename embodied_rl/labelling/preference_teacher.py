@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from embodied_rl.data.preferences import PreferencePairs, pair_segment_arrays
 from embodied_rl.data.trajectory import Trajectory
-from embodied_rl.validation import check_field_types, check_ranges
+from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
 THRESHOLD_KINDS = ("relative", "absolute")
 
@@ -72,12 +72,7 @@ class ScriptedTeacher:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ScriptedTeacher:
         """From a dict or OmegaConf node; an unknown key is an error naming the known ones."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown teacher config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return settings_from_mapping(cls, values, "teacher")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

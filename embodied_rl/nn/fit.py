@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import numpy as np
@@ -49,6 +49,11 @@ class FitSettings:
     def __post_init__(self) -> None:
         ranges = {**dict.fromkeys(("steps", "batch_size", "eval_every"), ">= 1"), "lr": "> 0", "patience": ">= 0"}
         check_ranges("fit settings", vars(self), ranges)
+
+    @classmethod
+    def from_config(cls, config: Any) -> FitSettings:
+        """The fit settings of a model's config that has these fields under the same names (e.g. `IDMConfig`)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 @dataclass

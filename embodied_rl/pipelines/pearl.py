@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ from embodied_rl.rewards.preference import (
 )
 from embodied_rl.trainers.assembly import Run, config_errors
 from embodied_rl.trainers.builders import ConfigError
-from embodied_rl.validation import check_field_types, check_ranges
+from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
 ARMS = ("pearl", "pt_cpa", "oracle", "few_labels", "zero_reward", "env_reward")
 TRANSFER_ARMS = ("pearl", "pt_cpa")
@@ -144,12 +144,7 @@ class PEARLConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> PEARLConfig:
-        values = dict(values or {})
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown pearl config keys {unknown}; known: {known}")
-        return cls(**values)
+        return settings_from_mapping(cls, values, "pearl")
 
     def reward_config(self) -> RewardModelConfig:
         """The reward model of this arm: robust for pearl, plain for pt_cpa, as configured otherwise."""

@@ -43,7 +43,7 @@ from embodied_rl.files import atomic_write, write_json
 from embodied_rl.labelling.inverse_dynamics import IDMConfig, InverseDynamicsModel, train_inverse_dynamics
 from embodied_rl.pipelines.base import Pipeline
 from embodied_rl.trainers.assembly import Run
-from embodied_rl.validation import check_field_types, check_ranges
+from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
 ARMS = ("labelled_only", "semi_supervised", "oracle")
 
@@ -69,12 +69,7 @@ class SSORLConfig:
     def from_mapping(cls, values: Mapping[str, Any] | None) -> SSORLConfig:
         """From a dict or OmegaConf node (missing keys take the defaults); an unknown key is an error naming the
         known ones."""
-        values = dict(values or {})
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown ssorl config keys {unknown}; known: {known}")
-        return cls(**values)
+        return settings_from_mapping(cls, values, "ssorl")
 
 
 @dataclass

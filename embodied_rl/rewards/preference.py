@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from embodied_rl.rewards.preference_models import (
     PreferenceTransformer,
     RewardOutput,
 )
-from embodied_rl.validation import check_field_types, check_ranges
+from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
 SELECT_METRICS = ("loss", "error")
 DEFAULT_ENSEMBLE_SIZE = {"mlp": 3, "transformer": 1}  # PEBBLE's reward ensemble; Preference Transformer: one model
@@ -122,12 +122,7 @@ class RewardModelConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> RewardModelConfig:
         """From a dict or OmegaConf node; an unknown key is an error naming the known ones."""
-        values = dict(values or {})
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown reward model config keys {unknown}; known: {known}")
-        return cls(**values)
+        return settings_from_mapping(cls, values, "reward model")
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -136,15 +131,7 @@ class RewardModelConfig:
 
     def fit_settings(self) -> FitSettings:
         """The settings of the shared fit loop (`embodied_rl.nn.fit`)."""
-        return FitSettings(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            eval_every=self.eval_every,
-            select_metric=self.select_metric,
-            patience=self.patience,
-            progress=self.progress,
-        )
+        return FitSettings.from_config(self)
 
 
 def build_reward_model(cfg: RewardModelConfig, obs_dim: int, action_dim: int, segment_length: int):
