@@ -58,7 +58,13 @@ class Pipeline:
                 f"not trainer={cfg.trainer.kind}"
             )
         with config_errors():
-            return cls(cls.settings_class.from_mapping(OmegaConf.to_container(cfg[cls.name], resolve=True)))
+            return cls(cls.settings_class.from_mapping(cls.settings_values(cfg)))
+
+    @classmethod
+    def settings_values(cls, cfg: DictConfig) -> dict[str, Any]:
+        """The values of its settings dataclass in a run config: those under its key (a pipeline that also reads
+        `top_level_keys` adds them here)."""
+        return OmegaConf.to_container(cfg[cls.name], resolve=True)
 
     def run(self, run: Run) -> dict[str, Any]:
         """Run the method's steps in `run`; returns the trainer's results (final and best evaluation, counts)."""

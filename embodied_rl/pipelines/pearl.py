@@ -53,6 +53,7 @@ from embodied_rl.data.preferences import (
     sample_segment_pairs,
 )
 from embodied_rl.data.trajectory import Trajectory
+from embodied_rl.envs.tasks import canonical_task
 from embodied_rl.files import atomic_write, write_json
 from embodied_rl.labelling.preference_teacher import ScriptedTeacher
 from embodied_rl.labelling.transfer import (
@@ -70,7 +71,7 @@ from embodied_rl.rewards.preference import (
     save_reward_model,
     train_reward_model,
 )
-from embodied_rl.trainers.assembly import Run, config_errors
+from embodied_rl.trainers.assembly import Run
 from embodied_rl.trainers.builders import ConfigError
 from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
@@ -117,6 +118,7 @@ class PEARLConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.source, TaskData):
             self.source = TaskData(**dict(self.source))
+        self.source.task = canonical_task(self.source.task)  # an unknown task: one clear error
         if not isinstance(self.teacher, ScriptedTeacher):
             self.teacher = ScriptedTeacher.from_mapping(self.teacher)
         if not isinstance(self.reward, RewardModelConfig):
@@ -166,20 +168,11 @@ class PEARLPipeline(Pipeline):
     resumable = ("reward.progress",)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> PEARLPipeline:
-        if cfg.trainer.kind not in cls.trainer_kinds:
-            raise ConfigError(f"the pearl pipeline runs with trainer=offline, not trainer={cfg.trainer.kind}")
-        values = OmegaConf.to_container(cfg.pearl, resolve=True)
+    def settings_values(cls, cfg: DictConfig) -> dict[str, Any]:
+        """`pearl:` with the run's `source:` (the target is the run's env.task and trainer.dataset)."""
         if cfg.get("source") is None:
             raise ConfigError("the pearl pipeline needs a source task: source.task=metaworld/<name>-v3")
-        values["source"] = OmegaConf.to_container(cfg.source, resolve=True)
-        with config_errors():
-            settings = PEARLConfig.from_mapping(values)
-        from embodied_rl.envs.tasks import canonical_task
-
-        with config_errors():
-            settings.source.task = canonical_task(settings.source.task)  # an unknown task: one clear error
-        return cls(settings)
+        return {**super().settings_values(cfg), "source": OmegaConf.to_container(cfg.source, resolve=True)}
 
     def run(self, run: Run) -> dict[str, Any]:
         s = self.settings
