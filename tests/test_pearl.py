@@ -85,6 +85,7 @@ def test_pearl_transfers_labels_trains_a_robust_reward_and_relabels_the_target(d
     assert report["num_source_pairs"] == 12 and report["num_transferred"] == 12
     assert 0.0 <= report["transfer_accuracy"] <= 1.0
     assert report["reward_model"]["robust"] is True and report["reward_model"]["kind"] == "transformer"
+    assert set(report["return_correlation"]) == {"pearson", "spearman"}
     coupling = np.load(run_dir / "pearl" / "coupling.npy")
     assert coupling.shape == (24, 24) and coupling.sum() == pytest.approx(1.0, abs=1e-6)
     for name in ("source_pairs.npz", "target_pairs.npz", "labelled_pairs.npz", "reward_model.pt"):

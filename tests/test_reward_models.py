@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from embodied_rl.rewards import (
     load_reward_model,
     preference_loss,
     relabel_trajectories,
+    return_correlation,
     save_reward_model,
     train_reward_model,
     variance_regularizer,
@@ -387,6 +389,22 @@ def test_relabelling_replaces_rewards_and_keeps_the_env_reward(kind):
         assert new.episode_id == old.episode_id and "env_reward" not in old.infos  # the input is left alone
     twice = relabel_trajectories(model, relabelled)
     np.testing.assert_array_equal(twice[0].infos["env_reward"], trajectories[0].rewards)  # still the env's
+
+
+def test_return_correlation_ranks_whole_episodes_by_their_learned_and_true_returns():
+    true = [np.full(5, r) for r in (1.0, 2.0, 3.0, 10.0)]  # returns 5, 10, 15, 50
+
+    def learned(per_step):
+        return [replace(trajectory(e, steps=5), rewards=r) for e, r in enumerate(per_step)]
+
+    same_order = return_correlation(learned([np.full(5, r) for r in (0.1, 0.2, 0.3, 0.4)]), true)
+    assert same_order["spearman"] == pytest.approx(1.0) and 0.5 < same_order["pearson"] < 1.0  # ranks, not values
+    reversed_order = return_correlation(learned([np.full(5, r) for r in (4.0, 3.0, 2.0, 1.0)]), true)
+    assert reversed_order["spearman"] == pytest.approx(-1.0) and reversed_order["pearson"] < -0.5
+    constant = return_correlation(learned([np.ones(5)] * 4), true)
+    assert math.isnan(constant["spearman"]) and math.isnan(constant["pearson"])
+    with pytest.raises(ValueError, match="3 true reward arrays"):
+        return_correlation(learned([np.ones(5)] * 4), true[:3])
 
 
 @pytest.mark.parametrize("kind, robust", KINDS, ids=[f"{k}{'-rrl' if r else ''}" for k, r in KINDS])

@@ -68,6 +68,7 @@ from embodied_rl.rewards.preference import (
     RewardModelConfig,
     load_reward_model,
     relabel_trajectories,
+    return_correlation,
     save_reward_model,
     train_reward_model,
 )
@@ -241,9 +242,11 @@ class PEARLPipeline(Pipeline):
         model, reward_report = self.reward_model(run, labelled, target, out)
         report["reward_model"] = reward_report
         relabelled = relabel_trajectories(model, target)
+        report["return_correlation"] = return_correlation(relabelled, [t.rewards for t in target])
         write_json(run.run_dir / "pearl.json", report)
         summary = {k: report[k] for k in ("transfer_accuracy",) if k in report}
         summary["reward_val_accuracy"] = reward_report.get("best_val_accuracy", float("nan"))
+        summary["return_correlation"] = report["return_correlation"]["spearman"]
         if not run.resuming:
             run.logger.log(summary, step=0, prefix="pearl")
         return relabelled

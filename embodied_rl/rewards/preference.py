@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
@@ -420,6 +421,22 @@ def relabel_trajectories(
     return relabelled
 
 
+def return_correlation(relabelled: Sequence[Trajectory], true_rewards: Sequence[np.ndarray]) -> dict[str, float]:
+    """How well a learned reward ranks whole episodes: Pearson and Spearman correlation between the episode
+    returns under the learned reward and under the true one (NaN with fewer than 2 episodes or a constant return).
+    A diagnostic of ours: a reward model can fit its preference labels and still rank episodes badly."""
+    learned = np.array([float(np.sum(t.rewards)) for t in relabelled])
+    true = np.array([float(np.sum(r)) for r in true_rewards])
+    if len(learned) != len(true):
+        raise ValueError(f"{len(learned)} relabelled episodes but {len(true)} true reward arrays")
+    if len(learned) < 2 or learned.std() == 0 or true.std() == 0:
+        return {"pearson": float("nan"), "spearman": float("nan")}
+    return {
+        "pearson": float(scipy.stats.pearsonr(learned, true)[0]),
+        "spearman": float(scipy.stats.spearmanr(learned, true)[0]),
+    }
+
+
 # ---------------------------------------------------------------- save / load
 
 _FORMAT = "embodied_rl.preference_reward_model"
@@ -455,6 +472,7 @@ __all__ = [
     "load_reward_model",
     "preference_loss",
     "relabel_trajectories",
+    "return_correlation",
     "save_reward_model",
     "train_reward_model",
     "variance_regularizer",
