@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -118,14 +119,22 @@ class LLMClient:
 
     # ------------------------------------------------------------------ one request
 
-    def _complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
+    def key_for(self, messages: list[dict], **params: Any) -> str:
+        """The hash naming this request's file in the cache and in a replay directory (as `complete` computes it)."""
+        return self._request(messages, params)[2]
+
+    def _request(self, messages: list[dict], params: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+        """The model, parameters and hash of a request: the settings' defaults under `params`."""
         params = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens, **params}
         model = params.pop("model", self.settings.model)
         if params["temperature"] is not None:  # 0 and 0.0 are one request (and one cache key)
             params["temperature"] = float(params["temperature"])
         if params["max_tokens"] is not None:
             params["max_tokens"] = int(params["max_tokens"])
-        key = request_key(model, messages, params)
+        return model, params, request_key(model, messages, params)
+
+    def _complete(self, messages: list[dict], params: dict[str, Any]) -> Completion:
+        model, params, key = self._request(messages, params)
         stored = self._stored(key)
         if stored is not None:
             self._count(cache_hits=1)
@@ -152,8 +161,19 @@ class LLMClient:
         return completion
 
     def _stored(self, key: str) -> dict | None:
+        """The stored answer from the cache, else from replay_dir. An unreadable cache file (e.g. emptied by a
+        power cut) is asked again by the openai backend; the replay backend reports it."""
         for store in (self.cache, self.replay):
-            if store is not None and (entry := store.get(key)) is not None:
+            if store is None:
+                continue
+            try:
+                entry = store.get(key)
+            except LLMError as err:
+                if store is not self.cache or self._api is None:
+                    raise
+                warnings.warn(f"{err}; asking again", stacklevel=3)
+                continue
+            if entry is not None:
                 return entry
         return None
 

@@ -8,10 +8,15 @@ demand (rate limits, server errors, slow or malformed answers, no choices, refus
         server.fail_next("rate_limit", times=2)    # the next two requests get 429 + Retry-After
         assert server.requests == ...
 
-Standard library only (http.server in a thread); it never needs a key and ignores the one it is sent."""
+Standard library only (http.server in a thread); it never needs a key and ignores the one it is sent. In a process
+of its own (as the benchmark runs it, so that it does not share the client's interpreter):
+
+    python -m embodied_rl.llm.local_server --delay-s 0.02      # prints its URL; GET <url>/../stats: request count
+"""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import json
@@ -94,7 +99,7 @@ class OpenAICompatibleServer:
         self.answer, self.delay_s, self.slow_s, self.retry_after_s = answer, delay_s, slow_s, retry_after_s
         self.requests = 0  # POSTs to /v1/chat/completions, misbehaving ones included
         self.bodies: list[dict] = []  # their JSON bodies, in arrival order
-        self.headers: list[dict[str, str]] = []  # their HTTP headers
+        self.headers: list[dict[str, str]] = []  # their HTTP headers (lower-case names)
         self.in_flight = self.max_in_flight = 0  # requests being answered now, and the most at once
         self._failures: deque[str] = deque()
         self._lock = threading.Lock()
@@ -129,7 +134,9 @@ class OpenAICompatibleServer:
             self._failures.clear()
 
     def start(self) -> OpenAICompatibleServer:
-        self._thread = threading.Thread(target=self._http.serve_forever, name="llm-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name="llm-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -188,9 +195,12 @@ def _text_of(message: dict) -> str:
 def _handler_for(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connections
+        disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms delayed-ACK stall per answer)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path.rstrip("/") == "/v1/models":
+            if self.path.rstrip("/") == "/stats":  # for a client in another process (the benchmark)
+                self._send(200, {"requests": server.requests, "max_in_flight": server.max_in_flight})
+            elif self.path.rstrip("/") == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": "local", "object": "model"}]})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -205,7 +215,7 @@ def _handler_for(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler]
             except ValueError:
                 self._send(400, {"error": {"message": "the body is not JSON", "type": "invalid_request_error"}})
                 return
-            failure = server._arrived(body, dict(self.headers))
+            failure = server._arrived(body, {name.lower(): value for name, value in self.headers.items()})
             try:
                 self._answer(body, failure)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
@@ -245,3 +255,23 @@ def _handler_for(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler]
             pass
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve echo answers until killed, printing the base URL first."""
+    parser = argparse.ArgumentParser(description="A local OpenAI-compatible server answering echo texts.")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="every answer waits this long")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    args = parser.parse_args(argv)
+    server = OpenAICompatibleServer(delay_s=args.delay_s, port=args.port)
+    print(server.url, flush=True)
+    try:
+        server._http.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server._http.server_close()
+
+
+if __name__ == "__main__":
+    main()

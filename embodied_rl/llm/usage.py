@@ -71,4 +71,4 @@ class UsageFile:
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(self.path, data, sync=False)
+        write_json_atomically(self.path, data)
