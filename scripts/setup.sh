@@ -5,7 +5,7 @@
 #   - a virtual environment in .venv (override with VENV=...);
 #   - PyTorch: the CUDA build when an NVIDIA GPU is visible, otherwise the CPU build
 #     (so a laptop or CI machine never pulls several GB of CUDA libraries);
-#   - this package, editable, with the dev, llm and cluster extras.
+#   - this package, editable, with the dev and cluster extras (openai, for embodied_rl.llm, is a main dependency).
 # Re-running is cheap: the pip step only runs again when pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,8 +61,8 @@ if [ ! -f "$stamp" ]; then
             "${PIP[@]}" install --retries 2 "torch==$TORCH_VERSION" --extra-index-url "$CPU_TORCH_INDEX"
         fi
     fi
-    echo "[setup] installing embodied_rl with extras dev, llm, cluster"
-    "${PIP[@]}" install -e ".[dev,llm,cluster]"
+    echo "[setup] installing embodied_rl with extras dev, cluster"
+    "${PIP[@]}" install -e ".[dev,cluster]"
     touch "$stamp"
 fi
 
