@@ -7,6 +7,7 @@
     python scripts/benchmark.py --only iql --updates 200 --repeats 2
     python scripts/benchmark.py --only sac_pixels --pixel-updates 20   # float32 vs mixed precision (bf16)
     python scripts/benchmark.py --only gw --gw-sizes 500,1000,2000      # PEARL's GW transfer: exact vs fast
+    python scripts/benchmark.py --only llm --llm-requests 1000          # LLM client: concurrency and cache
 
 Each figure is the median of --repeats timed runs after a warm-up (compilation happens in warm-up).
 --devices takes auto, cpu, cuda and cuda:N (a CUDA device torch does not see is an error); the folder of --out is
@@ -448,9 +449,56 @@ def benchmark_gw(args) -> list[dict]:
     return rows
 
 
+def benchmark_llm(args) -> list[dict]:
+    """embodied_rl.llm (docs/llm.md) against a local OpenAI-compatible server in a process of its own that answers
+    after --llm-delay-ms: --llm-requests requests one at a time, as many others at --llm-concurrency, then those
+    again by a new client on the same cache (`sent`: HTTP requests the client sent; a rerun must send none)."""
+    import subprocess
+    import tempfile
+
+    from embodied_rl.llm import LLMClient, LLMError, LLMSettings, user_message
+
+    command = [sys.executable, "-m", "embodied_rl.llm.local_server", "--delay-s", str(args.llm_delay_ms / 1000)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        url = server.stdout.readline().strip()
+        with tempfile.TemporaryDirectory() as cache:
+            for mode, concurrency, batch in [
+                ("sequential", 1, "first"),
+                ("concurrent", args.llm_concurrency, "second"),
+                ("rerun", args.llm_concurrency, "second"),
+            ]:
+                settings = LLMSettings(model="bench", base_url=url, cache_dir=cache, concurrency=concurrency)
+                client = LLMClient(settings)
+                conversations = [
+                    [user_message(f"{batch} batch, pair {i}: which segment?")] for i in range(args.llm_requests)
+                ]
+                start = time.perf_counter()
+                answers = client.complete_many(conversations, progress=False)
+                rows.append(
+                    {
+                        "bench": "llm",
+                        "mode": mode,
+                        "concurrency": concurrency,
+                        "requests": args.llm_requests,
+                        "seconds": time.perf_counter() - start,
+                        "sent": client.usage.attempts,
+                        "cache_hits": client.usage.cache_hits,
+                        "failures": sum(isinstance(answer, LLMError) for answer in answers),
+                    }
+                )
+                print(f"  [llm] {mode}: {rows[-1]['seconds']:.2f}s", file=sys.stderr, flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+    rows[1]["sequential_over_concurrent"] = rows[0]["seconds"] / rows[1]["seconds"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["env", "sac", "sac_pixels", "iql", "gw"], default=None)
+    parser.add_argument("--only", choices=["env", "sac", "sac_pixels", "iql", "gw", "llm"], default=None)
     parser.add_argument(
         "--env-steps", type=cli.number(int, f">= {VECTOR_ENVS}", f"split among {VECTOR_ENVS} envs"), default=3000
     )
@@ -483,6 +531,10 @@ def main(argv: list[str] | None = None) -> None:
         help="pairs: n/2 labelled source pairs, target pairs drawn through the coupling (the pipeline's way); "
         "all: every source pair labelled, the same uniform target pairs for both couplings",
     )
+    llm = parser.add_argument_group("llm: the LLM client against a local server with a fixed delay (docs/llm.md)")
+    llm.add_argument("--llm-requests", type=cli.number(int, ">= 1"), default=1000, help="requests per batch")
+    llm.add_argument("--llm-delay-ms", type=cli.number(float, ">= 0"), default=20.0, help="the server's answer delay")
+    llm.add_argument("--llm-concurrency", type=cli.number(int, ">= 1"), default=16)
     cli.add_threads_option(parser)
     args = parser.parse_args(argv)
 
@@ -510,6 +562,8 @@ def main(argv: list[str] | None = None) -> None:
             rows += benchmark_iql(args, device)
     if args.only == "gw":  # minutes at 2000 segments: only when asked for
         rows += benchmark_gw(args)
+    if args.only == "llm":  # half a minute, most of it waiting on the server: only when asked for
+        rows += benchmark_llm(args)
     machine = {
         "date": date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),
