@@ -17,7 +17,11 @@ LAYERS = {  # package (or top-level module) of embodied_rl -> its layer; an impo
     "pipelines": 5,
     "runs": 6,
 }
-FORBIDDEN = {"envs": {"torch"}, "agents": {"embodied_rl.envs"}}  # env wrappers never use torch; agents never step envs
+FORBIDDEN = {  # env wrappers never use torch; agents never step envs; the LLM client stands on layer 0 alone
+    "envs": {"torch"},
+    "agents": {"embodied_rl.envs"},
+    "llm": {"torch", *(f"embodied_rl.{name}" for name, layer in LAYERS.items() if layer > 0 and name != "llm")},
+}
 
 
 def imported_modules(path: Path) -> set[str]:
