@@ -119,6 +119,8 @@ def test_the_cache_key_covers_image_bytes_and_parameters(server, tmp_path):
     assert not client.complete([user_message("same text", [picture])], model="another-model").cached
     assert client.complete([user_message("same text", [picture])], temperature=0).cached  # 0 == 0.0
     assert server.requests == 4
+    client.complete([user_message("same text", [picture])], max_tokens=None, max_completion_tokens=9)
+    assert "max_tokens" not in server.last_request.body and server.last_request.body["max_completion_tokens"] == 9
 
 
 def test_cache_files_are_whole_json_named_by_the_request_hash(server, tmp_path):

@@ -117,19 +117,21 @@ class LLMClient:
                 self._write_usage(force=True)
         return results
 
-    # ------------------------------------------------------------------ one request
-
     def key_for(self, messages: list[dict], **params: Any) -> str:
         """The hash naming this request's file in the cache and in a replay directory (as `complete` computes it)."""
         return self._request(messages, params)[2]
 
+    # ------------------------------------------------------------------ one request
+
     def _request(self, messages: list[dict], params: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
-        """The model, parameters and hash of a request: the settings' defaults under `params`."""
+        """The model, parameters and hash of a request: the settings' defaults under `params` (a parameter given as
+        None is not sent: `max_tokens=None, max_completion_tokens=...` for models that want the latter)."""
         params = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens, **params}
         model = params.pop("model", self.settings.model)
-        if params["temperature"] is not None:  # 0 and 0.0 are one request (and one cache key)
+        params = {name: value for name, value in params.items() if value is not None}  # None: leave it out
+        if "temperature" in params:  # 0 and 0.0 are one request (and one cache key)
             params["temperature"] = float(params["temperature"])
-        if params["max_tokens"] is not None:
+        if "max_tokens" in params:
             params["max_tokens"] = int(params["max_tokens"])
         return model, params, request_key(model, messages, params)
 
