@@ -5,8 +5,8 @@ benchmark also uses), plus a helper building client settings that point at it.
 
     with OpenAICompatibleServer(answer=lambda request: "1" if request.images[0].mean() > 100 else "0") as server:
         client = LLMClient(local_settings(server, tmp_path))      # cache in tmp_path/llm_cache
-        server.fail_next("rate_limit", times=2)                    # rate_limit, server_error, slow, malformed,
-        ...                                                        # empty_choices, refusal
+        server.fail_next("rate_limit", times=2)                    # rate_limit, server_error, unauthorized, slow,
+        ...                                                        # malformed, empty_choices, refusal
         server.requests, server.last_request.text, server.last_request.images, server.max_in_flight
 
 `answer` receives a `ChatRequest` (`.body`, `.text`: the last user text, `.images`: decoded uint8 arrays)."""

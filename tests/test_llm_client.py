@@ -159,8 +159,12 @@ def test_the_key_never_reaches_files(server, tmp_path, monkeypatch):
     server.fail_next("server_error")
     with pytest.raises(LLMError) as failed:
         client.complete([user_message("fails")])
+    server.fail_next("unauthorized")  # a server quoting the key back in its error
+    with pytest.raises(LLMError, match=r"answered HTTP 401: .*Incorrect API key provided: \*\*\*") as refused:
+        client.complete([user_message("refused")])
+    assert server.requests == 5  # a 401 is not retried
     assert server.headers[0]["authorization"] == f"Bearer {SECRET}"  # it was used ...
-    assert SECRET not in all_file_text(tmp_path) and SECRET not in str(failed.value)  # ... and never written
+    assert SECRET not in all_file_text(tmp_path) and SECRET not in str(failed.value) + str(refused.value)  # ... only
     assert SECRET not in repr(client) and SECRET not in repr(client.settings)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-FAILURES = ("rate_limit", "server_error", "slow", "malformed", "empty_choices", "refusal")
+FAILURES = ("rate_limit", "server_error", "unauthorized", "slow", "malformed", "empty_choices", "refusal")
 REFUSAL = "I'm sorry, but I can't help with that."
 
 
@@ -118,7 +118,8 @@ class OpenAICompatibleServer:
 
     def fail_next(self, kind: str, times: int = 1) -> None:
         """Make the next `times` requests misbehave as `kind`, one of FAILURES: rate_limit (429 with Retry-After),
-        server_error (500), slow (waits slow_s, then answers), malformed (200 with a body that is not JSON),
+        server_error (500), unauthorized (401 quoting the key it was sent, as careless servers do), slow (waits
+        slow_s, then answers), malformed (200 with a body that is not JSON),
         empty_choices (a completion with no choices), refusal (the model declines: `message.refusal`)."""
         if kind not in FAILURES:
             raise ValueError(f"unknown failure {kind!r}; known: {list(FAILURES)}")
@@ -230,6 +231,10 @@ def _handler_for(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler]
                 self._send(429, error, {"Retry-After": f"{server.retry_after_s:g}"})
             elif failure == "server_error":
                 self._send(500, {"error": {"message": "The server had an error", "type": "server_error"}})
+            elif failure == "unauthorized":
+                key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                error = {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}
+                self._send(401, error)
             elif failure == "malformed":
                 self._send_bytes(200, b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess')
             elif failure == "empty_choices":
