@@ -67,7 +67,7 @@ class ImageRewardConfig:
     num_layers: int = 4  # 3x3 convs: the first with stride 2, the others stride 1
     hidden_dims: tuple[int, ...] = (256, 256)  # MLP from the features to the scalar reward
     activation: str = "relu"  # MLP
-    augment: bool = False  # DrQ random shift of every training frame
+    augment: bool = True  # DrQ random shift of every training frame (docs/reward_models.md: why on by default)
     shift_pad: int = 4  # random shift: up to this many pixels each way
     steps: int = 3_000  # Adam updates
     batch_size: int = 64  # pairs per minibatch (per ensemble member)
