@@ -251,10 +251,10 @@ def test_relabelling_an_episode_without_frames_is_a_clear_error():
 
 def test_pair_frames_takes_the_frame_at_each_segments_start():
     trajectories = [episode(3, 6), episode(8, 4)]
-    pairs = PreferencePairs(1, [3, 8, 3], [0, 3, 5], [8, 3, 8], [2, 4, 0], [1.0, 0.5, np.nan])
+    pairs = PreferencePairs(1, [3, 8, 3], [0, 3, 6], [8, 3, 8], [2, 4, 4], [1.0, 0.5, np.nan])  # 6, 4: last frames
     frames_1, frames_2, labels = pair_frames(pairs, trajectories)
     assert frames_1.shape == (3, *SHAPE) and frames_1.dtype == np.uint8
-    for i, (e_1, s_1, e_2, s_2) in enumerate([(0, 0, 1, 2), (1, 3, 0, 4), (0, 5, 1, 0)]):
+    for i, (e_1, s_1, e_2, s_2) in enumerate([(0, 0, 1, 2), (1, 3, 0, 4), (0, 6, 1, 4)]):
         np.testing.assert_array_equal(frames_1[i], trajectories[e_1].frames[s_1])
         np.testing.assert_array_equal(frames_2[i], trajectories[e_2].frames[s_2])
     np.testing.assert_array_equal(labels, pairs.label)
@@ -270,8 +270,8 @@ def test_pair_frames_errors():
         pair_frames(PreferencePairs(1, [0], [0], [1], [1], [1.0]), trajectories)
     with pytest.raises(DatasetError, match=r"not in the dataset: \[4\]"):
         pair_frames(PreferencePairs(1, [0], [0], [4], [1], [1.0]), trajectories)
-    with pytest.raises(DatasetError, match="episode 0 \\(5 steps\\) has no one-step segment at 5"):
-        pair_frames(PreferencePairs(1, [0], [5], [0], [1], [1.0]), trajectories)
+    with pytest.raises(DatasetError, match="episode 0 has 6 frames, no frame 6"):
+        pair_frames(PreferencePairs(1, [0], [6], [0], [1], [1.0]), trajectories)
 
 
 # ---------------------------------------------------------------- save / load

@@ -211,9 +211,10 @@ def pair_frames(
     pairs: PreferencePairs, trajectories: Sequence[Trajectory]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frames of pairs of one-step segments: segment (episode, start) is the frame `frames[start]` of that
-    episode (the rendering of `observations[start]`). Returns frames_1, frames_2 (P, H, W, 3) uint8 and a copy of
-    the labels (P,) (NaN where a pair is unlabelled). A DatasetError for pairs of longer segments, an unknown
-    episode, an episode without frames or a start outside its episode."""
+    episode, the rendering of `observations[start]` (start in [0, T]: an episode of T steps has T + 1 frames; the
+    frame-pair sampler of `embodied_rl.labelling` draws t in [1, T]). Returns frames_1, frames_2 (P, H, W, 3) uint8
+    and a copy of the labels (P,) (NaN where a pair is unlabelled). A DatasetError for pairs of longer segments, an
+    unknown episode, an episode without frames or a start past its last frame."""
     if pairs.segment_length != 1:
         raise DatasetError(
             f"image rewards compare single frames: pairs need segment_length 1, not {pairs.segment_length}"
@@ -238,9 +239,9 @@ def pair_frames(
         for episode in np.unique(episodes):  # one gather per episode
             rows = np.flatnonzero(episodes == episode)
             trajectory = table[int(episode)]
-            bad = starts[rows][starts[rows] >= len(trajectory)]
+            bad = starts[rows][starts[rows] >= len(trajectory.frames)]  # frames: T + 1, the last state's included
             if len(bad):
-                raise DatasetError(f"episode {episode} ({len(trajectory)} steps) has no one-step segment at {bad[0]}")
+                raise DatasetError(f"episode {episode} has {len(trajectory.frames)} frames, no frame {bad[0]}")
             frames[rows] = np.asarray(trajectory.frames)[starts[rows]]
         out.append(frames)
     return out[0], out[1], pairs.label.copy()
