@@ -1,9 +1,14 @@
-"""Transfer accuracy of PEARL's cross-task preference alignment, without training anything: for each source ->
-target pair, the labels CPA transfers to target pairs against the noise-free scripted target labels, per GW solver.
+"""Transfer accuracy of PEARL's cross-task preference alignment, without any RL: for each source -> target pair,
+the labels CPA transfers to target pairs against the noise-free scripted target labels, per GW solver; with
+`--rewards plain,robust` also the reward models (PT and RPT) trained on those labels, judged on the target by the
+accuracy of their preferences on fresh noise-free scripted pairs and by how their episode returns rank the dataset's
+episodes against the true returns (Spearman).
 
     python scripts/pearl_transfer.py                                  # the pinned pairs of configs/experiment/pearl_*
     python scripts/pearl_transfer.py --pairs button-press-v3:door-open-v3 --methods exact,fast --num-pairs 1000
     python scripts/pearl_transfer.py --features state_actions --seeds 0,1,2 --out pearl_transfer.json
+    python scripts/pearl_transfer.py --pairs window-open-v3:window-close-v3 --methods exact --rewards plain,robust \
+        pearl.teacher.mistake=0.2                                     # one point of the label-noise sweep
 
 The datasets are the `mixed` tiers (scripts/make_datasets.py metaworld --tasks ... --tiers mixed); the other
 settings are configs/pearl/default.yaml's (`pearl.*` as key=value arguments change them, e.g. pearl.tie_band=0.1).
@@ -34,6 +39,30 @@ def pinned_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
+def judge_reward(transferred, target, s, robust: bool, eval_pairs: int, seed: int) -> dict[str, float]:
+    """A reward model (s.reward, robust or not) trained on the transferred labels, judged on the target: accuracy on
+    `eval_pairs` fresh target pairs with noise-free scripted labels, and the rank correlation of episode returns."""
+    from embodied_rl.data.preferences import pair_segment_arrays, sample_segment_pairs
+    from embodied_rl.labelling.preference_teacher import ScriptedTeacher
+    from embodied_rl.rewards import evaluate_reward_model, relabel_trajectories, return_correlation, train_reward_model
+
+    def arrays(pairs):
+        first, second = pair_segment_arrays(pairs, target, keys=("obs", "action"))
+        return first["obs"], first["action"], second["obs"], second["action"], pairs.label
+
+    cfg = replace(s.reward, robust=robust, progress=False)
+    model, report = train_reward_model(*arrays(transferred), cfg, seed=seed)
+    fresh = sample_segment_pairs(target, eval_pairs, s.segment_length, seed=seed + 1000)
+    metrics = evaluate_reward_model(model, *arrays(ScriptedTeacher().label(fresh, target, seed=seed)))
+    correlation = return_correlation(relabel_trajectories(model, target), [t.rewards for t in target])
+    return {
+        "val_accuracy": report.best_val_accuracy,
+        "true_accuracy": metrics["accuracy"],
+        "return_spearman": correlation["spearman"],
+        "return_pearson": correlation["pearson"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", default=None, help="comma-separated source:target tasks (default: the pinned)")
@@ -43,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mixed", help="tier (or Minari id) of both tasks")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the rows")
+    parser.add_argument(
+        "--rewards", default="", help="also train reward models on the transferred labels: plain (PT), robust (RPT)"
+    )
+    parser.add_argument(
+        "--eval-pairs", type=cli.number(int, ">= 1"), default=500, help="fresh target pairs (--rewards)"
+    )
     parser.add_argument("overrides", nargs="*", help="pearl.<key>=<value> settings")
     cli.add_threads_option(parser)
     args = parser.parse_args(argv)
@@ -60,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = PEARLConfig.from_mapping(OmegaConf.to_container(defaults, resolve=True))
         pairs = pinned_pairs() if args.pairs is None else [tuple(p.split(":")) for p in args.pairs.split(",")]
         pairs = [(canonical_task(source), canonical_task(target)) for source, target in pairs]
+        rewards = [r for r in args.rewards.split(",") if r]
+        if set(rewards) - {"plain", "robust"}:
+            raise ValueError(f"--rewards {args.rewards!r}: choose from plain, robust")
     except (ValueError, KeyError) as err:
         cli.fail(str(err))
     rows = []
@@ -76,14 +114,20 @@ def main(argv: list[str] | None = None) -> int:
             pool = sample_segment_pairs(target, args.num_pairs, s.segment_length, seed=seed)
             for method in args.methods.split(","):
                 s = replace(s, gw_method=method, features=args.features)
-                _, _, report = cross_task_labels(source, labelled, target, pool, s, seed=seed)
+                transferred, _, report = cross_task_labels(source, labelled, target, pool, s, seed=seed)
                 row = {"source": source_task, "target": target_task, "seed": seed, "features": args.features, **report}
-                rows.append(row)
+                row["teacher"] = s.teacher.as_dict()
                 print(
                     f"{source_task} -> {target_task} | seed {seed} | {method:8s} | accuracy "
                     f"{row['transfer_accuracy']:.3f} | GW {row['gw_seconds']:.1f} s | {row['num_transferred']} pairs",
                     flush=True,
                 )
+                for kind in rewards:
+                    judged = judge_reward(transferred, target, s, kind == "robust", args.eval_pairs, seed)
+                    row[f"reward_{kind}"] = judged
+                    shown = " | ".join(f"{k} {v:.3f}" for k, v in judged.items())
+                    print(f"    reward {kind:6s} | {shown}", flush=True)
+                rows.append(row)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=1))

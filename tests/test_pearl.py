@@ -201,3 +201,22 @@ def test_transfer_accuracy_script_prints_a_row_per_pair_and_solver(datasets, tmp
     with pytest.raises(SystemExit) as exit_:
         load_script("pearl_transfer").main([*argv, "--pairs=reach-v3:no-such-v3"])
     assert exit_.value.code == 2
+
+
+def test_transfer_script_judges_plain_and_robust_reward_models_on_the_target(datasets, tmp_path):
+    from script_helpers import load_script
+
+    out = tmp_path / "rows.json"
+    argv = [f"--pairs={SOURCE}:{TARGET}", "--dataset=tiny", "--num-pairs=12", "--methods=fast", "--eval-pairs=8"]
+    tiny = ["pearl.segment_length=10", "pearl.reward.steps=4", "pearl.reward.eval_every=2", "pearl.teacher.mistake=0.2"]
+    assert load_script("pearl_transfer").main([*argv, "--rewards=plain,robust", f"--out={out}", *tiny]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["teacher"]["mistake"] == 0.2
+    for kind in ("plain", "robust"):
+        judged = row[f"reward_{kind}"]
+        assert set(judged) == {"val_accuracy", "true_accuracy", "return_spearman", "return_pearson"}
+        assert 0 <= judged["true_accuracy"] <= 1 and -1 <= judged["return_spearman"] <= 1
+    assert row["reward_plain"] != row["reward_robust"]  # two different models
+    with pytest.raises(SystemExit) as exit_:
+        load_script("pearl_transfer").main([*argv, "--rewards=robust,fancy"])
+    assert exit_.value.code == 2
