@@ -225,7 +225,7 @@ def test_training_is_deterministic_for_a_seed_and_leaves_the_global_rng_alone():
 def test_relabelling_gives_each_transition_the_reward_of_its_next_frame():
     model = tiny_model()
     trajectories = [episode(0, 9), episode(1, 4), episode(2, 13)]
-    relabelled = relabel_with_image_reward(trajectories, model, batch_size=5)
+    relabelled = relabel_with_image_reward(model, trajectories, batch_size=5)
     assert len(relabelled) == 3
     for old, new in zip(trajectories, relabelled):
         next_frames = model.predict(old.frames[1:])  # (T,) r(frames[t + 1])
@@ -237,13 +237,13 @@ def test_relabelling_gives_each_transition_the_reward_of_its_next_frame():
         for name in ("observations", "actions", "terminations", "truncations", "success", "frames"):
             np.testing.assert_array_equal(getattr(new, name), getattr(old, name))
         assert new.episode_id == old.episode_id and "env_reward" not in old.infos  # the input is left alone
-    twice = relabel_with_image_reward(relabelled, model)
+    twice = relabel_with_image_reward(model, relabelled)
     np.testing.assert_array_equal(twice[0].infos["env_reward"], trajectories[0].rewards)  # still the env's
 
 
 def test_relabelling_an_episode_without_frames_is_a_clear_error():
     with pytest.raises(DatasetError, match=r"episodes without frames: \[5\]"):
-        relabel_with_image_reward([episode(0, 3), episode(5, 3, frames=False)], tiny_model())
+        relabel_with_image_reward(tiny_model(), [episode(0, 3), episode(5, 3, frames=False)])
 
 
 # ---------------------------------------------------------------- pairs of a dataset

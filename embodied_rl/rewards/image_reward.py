@@ -410,7 +410,7 @@ def train_image_reward_model(
 
 
 def relabel_with_image_reward(
-    trajectories: Sequence[Trajectory], model: ImageRewardEnsemble, batch_size: int = 256
+    model: ImageRewardEnsemble, trajectories: Sequence[Trajectory], batch_size: int = 256
 ) -> list[Trajectory]:
     """New trajectories whose reward of transition t is the ensemble-mean reward of the frame it leads to,
     r(frames[t + 1]) (float32, computed without gradients in batches of `batch_size` frames); everything else
