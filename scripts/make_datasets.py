@@ -1,6 +1,7 @@
 """Build every tier of a graded offline benchmark, one command per suite (D4RL recipe, Fu et al. 2020).
 
     python scripts/make_datasets.py metaworld --tasks drawer-open-v3,button-press-v3 --episodes 50
+    python scripts/make_datasets.py metaworld --tasks drawer-open-v3 --tiers mixed --frames 64   # with frames
     python scripts/make_datasets.py mujoco --task Hopper-v5 --run runs/sac_mujoco/mujoco/Hopper-v5/seed1 --episodes 20
 
 Meta-World: expert / medium / random / mixed tiers from the scripted policies. MuJoCo (or any SAC run of
@@ -54,6 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="STD,EPS",
         help="medium tier's noise_std,epsilon for every task (default: measured per task, 0,0.8 for others)",
+    )
+    metaworld.add_argument(
+        "--frames",
+        type=cli.number(int, ">= 1"),
+        default=None,
+        metavar="SIZE",
+        help="also store a rendered SIZE x SIZE frame of every step (e.g. 64; default: no frames)",
+    )
+    metaworld.add_argument("--camera", default=None, help="camera of the frames (default corner4)")
+    metaworld.add_argument(
+        "--no-shadows", action="store_true", help="frames without shadows and reflections (about 8x faster on OSMesa)"
     )
     common(metaworld, METAWORLD_TIERS)
 
@@ -160,6 +172,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if not tasks:
                 raise RecipeError(f"--tasks {args.tasks!r} names no task")
             medium = None
+            if args.frames is None and (args.camera is not None or args.no_shadows):
+                raise RecipeError("--camera and --no-shadows set how frames are rendered: add --frames SIZE")
             if args.medium_noise is not None:
                 try:
                     std, eps = (float(x) for x in args.medium_noise.split(","))
@@ -182,6 +196,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     args.overwrite,
                     not args.no_progress,
                     medium,
+                    frames=args.frames,
+                    camera=args.camera,
+                    shadows=not args.no_shadows,
                 )
         else:
             rows, choice = sac_run_tiers(

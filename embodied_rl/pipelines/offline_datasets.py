@@ -22,6 +22,10 @@ Every tier is a local Minari dataset `embodied_rl/<env id>/<tier>-v0`, with the 
 random policy and of the noise-free expert (scripted policy / expert checkpoint, deterministic) as
 `ref_min_score` / `ref_max_score`, and the recipe, statistics and success rate in
 `metadata["embodied_rl"]`.
+
+Meta-World tiers may also carry rendered frames (`frames=SIZE`): a square SIZE-pixel image of every
+observation, reset frame first (`Trajectory.frames`, (T+1, SIZE, SIZE, 3) uint8, stored raw in the infos), as
+VLM preference labelling (RL-VLM-F, Wang et al. 2024; Venkataraman et al. 2024) and image reward models need.
 """
 
 from __future__ import annotations
@@ -136,8 +140,10 @@ def _write_tier(
     reference_episodes: int,
     seed: int,
     overwrite: bool,
+    frames: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write one tier with the same metadata layout as scripts/collect.py, plus `embodied_rl.recipe`."""
+    """Write one tier with the same metadata layout as scripts/collect.py, plus `embodied_rl.recipe`;
+    `frames` ({"size", "camera", "shadows"}) when the trajectories carry rendered frames."""
     start = time.time()
     ref_min, ref_max, ref_details = references
     metadata = {
@@ -148,13 +154,15 @@ def _write_tier(
             "env": env_cfg,
             "policy": {"kind": tier, "description": how},
             "seed": int(seed),
-            "record_frames": False,
+            "record_frames": frames is not None,
+            **({"frames": frames} if frames is not None else {}),
             "reference": ref_details,
             "recipe": {"tier": tier, **recipe},
         },
     }
+    flush_every = 10 if frames is not None else 50  # frames are large: fewer episodes held in memory
     dataset, stats = write_trajectories(
-        trajectories, dataset_id, env, metadata, algorithm_name=how, overwrite=overwrite
+        trajectories, dataset_id, env, metadata, algorithm_name=how, overwrite=overwrite, flush_every=flush_every
     )
     description = (
         f"{tier} tier (D4RL-style recipe): {stats['episodes']} episodes of {how} on {env_cfg['task']}; "
@@ -169,13 +177,18 @@ def _stored_settings(metadata: dict[str, Any]) -> dict[str, Any]:
     """The settings a tier was built with, named as in the requests of `_pending`."""
     ours = metadata.get("embodied_rl", {})
     stored = {
+        "record_frames": ours.get("record_frames"),  # every tier _write_tier made says; False: no frames
         "seed": ours.get("seed"),
         "episodes": metadata.get("total_episodes"),
         "reference episodes": metadata.get("num_episodes_average_score"),
     }
+    env = dict(ours.get("env", {}))
+    if ours.get("record_frames") is False:  # how it would render matters only to a tier with frames
+        for key in ("image_size", "camera", "shadows"):
+            env.pop(key, None)
     return {  # only the keys the metadata has: a tier built before a key existed is not refused for it
         **{key: value for key, value in stored.items() if value is not None},
-        **{f"env.{key}": value for key, value in ours.get("env", {}).items()},
+        **{f"env.{key}": value for key, value in env.items()},
         **{f"recipe.{key}": value for key, value in ours.get("recipe", {}).items()},
     }
 
@@ -252,12 +265,20 @@ def metaworld_tiers(
     overwrite: bool = False,
     progress: bool = True,
     medium: tuple[float, float] | None = None,
+    frames: int | None = None,
+    camera: str | None = None,
+    shadows: bool = True,
 ) -> list[dict[str, Any]]:
     """Build the Meta-World tiers of `task` ("drawer-open-v3" or "metaworld/drawer-open-v3"); returns one
     summary row per tier. Existing datasets are kept (and reported) unless `overwrite`. `medium` =
-    (noise_std, epsilon) replaces the measured `MEDIUM_NOISE` of the task."""
+    (noise_std, epsilon) replaces the measured `MEDIUM_NOISE` of the task.
+
+    `frames=SIZE` stores a rendered SIZE x SIZE frame of every observation (the env's own render path,
+    `render_frame`), from `camera` (default Meta-World's `corner4`) with or without `shadows` (off renders
+    about 8x faster under OSMesa). A kept tier must then hold frames of that size and camera; a tier with
+    frames also serves a request without them."""
     from embodied_rl.envs import make_env, to_env_config
-    from embodied_rl.envs.tasks import METAWORLD, UnknownTaskError, resolve_task
+    from embodied_rl.envs.tasks import DEFAULT_CAMERA, METAWORLD, UnknownTaskError, resolve_task
 
     try:
         suite, name = resolve_task(task)
@@ -273,11 +294,25 @@ def metaworld_tiers(
         time_limit=(time_limit, "None or >= 1"),
         medium_noise_std=(medium_noise, ">= 0"),
         medium_epsilon=(medium_eps, "[0, 1]"),
+        frames=(frames, "None or >= 1"),
     )
     _check_tiers(tiers, METAWORLD_TIERS)
     task = f"{suite}/{name}"
-    env_cfg = asdict(to_env_config(task=task, obs_mode="state", time_limit=time_limit, seed=seed))
+    render = {} if frames is None else {"image_size": frames, "camera": camera or DEFAULT_CAMERA[METAWORLD]}
+    try:
+        env_cfg = asdict(
+            to_env_config(task=task, obs_mode="state", time_limit=time_limit, seed=seed, shadows=shadows, **render)
+        )
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
+    frame_info = None if frames is None else {"size": frames, "camera": render["camera"], "shadows": shadows}
     requests = {tier: _request(seed, episodes, reference_episodes, env_cfg) for tier in tiers}
+    for request in requests.values():
+        if frame_info is None:  # rendering settings matter only to a tier with frames
+            for key in ("env.image_size", "env.camera", "env.shadows"):
+                request.pop(key)
+        else:
+            request["record_frames"] = True
     if "medium" in requests:
         requests["medium"].update({"recipe.noise_std": medium_noise, "recipe.epsilon": medium_eps})
     todo, rows = _pending(task, requests, overwrite)
@@ -290,7 +325,10 @@ def metaworld_tiers(
             f"(make_datasets.py --medium-noise sets another)",
             stacklevel=2,
         )
-    env = make_env(env_cfg)
+    try:
+        env = make_env(env_cfg)
+    except ValueError as err:  # an unknown camera
+        raise RecipeError(str(err)) from None
     expert = scripted_expert(task)
     references = _references(env, expert, reference_episodes, seed, progress)
     counts = split_episodes(episodes, len(MIXED_LEVELS))
@@ -315,7 +353,9 @@ def metaworld_tiers(
         for tier in todo:
             schedule, how, recipe = recipes[tier]
             dataset_id = minari_io.dataset_id_for(task, tier)
-            trajectories = iterate_schedule(env, schedule, seed, progress=progress, desc=f"{name} {tier}")
+            trajectories = iterate_schedule(
+                env, schedule, seed, record_frames=frame_info is not None, progress=progress, desc=f"{name} {tier}"
+            )
             rows.append(
                 _write_tier(
                     trajectories,
@@ -329,6 +369,7 @@ def metaworld_tiers(
                     reference_episodes,
                     seed,
                     overwrite,
+                    frame_info,
                 )
             )
     finally:
