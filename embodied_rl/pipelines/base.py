@@ -32,6 +32,7 @@ from embodied_rl.trainers.builders import ConfigError
 PIPELINES = {
     "ssorl": "embodied_rl.pipelines.ssorl:SSORLPipeline",
     "pearl": "embodied_rl.pipelines.pearl:PEARLPipeline",
+    "vlm_iql": "embodied_rl.pipelines.vlm_iql:VLMIQLPipeline",
 }
 
 
