@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     metaworld.add_argument("--camera", default=None, help="camera of the frames (default corner4)")
     metaworld.add_argument(
-        "--no-shadows", action="store_true", help="frames without shadows and reflections (about 8x faster on OSMesa)"
+        "--no-shadows", action="store_true", help="frames without shadows and reflections (5-8x faster on OSMesa)"
     )
     common(metaworld, METAWORLD_TIERS)
 

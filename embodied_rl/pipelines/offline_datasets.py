@@ -275,7 +275,7 @@ def metaworld_tiers(
 
     `frames=SIZE` stores a rendered SIZE x SIZE frame of every observation (the env's own render path,
     `render_frame`), from `camera` (default Meta-World's `corner4`) with or without `shadows` (off renders
-    about 8x faster under OSMesa). A kept tier must then hold frames of that size and camera; a tier with
+    5-8x faster under OSMesa). A kept tier must then hold frames of that size and camera; a tier with
     frames also serves a request without them."""
     from embodied_rl.envs import make_env, to_env_config
     from embodied_rl.envs.tasks import DEFAULT_CAMERA, METAWORLD, UnknownTaskError, resolve_task
