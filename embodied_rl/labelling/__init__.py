@@ -21,6 +21,7 @@ from embodied_rl.labelling.inverse_dynamics import (
     window_offsets,
 )
 from embodied_rl.labelling.preference_teacher import ScriptedTeacher
+from embodied_rl.labelling.stand_in import StandInVLM
 from embodied_rl.labelling.transfer import (
     distance_matrix,
     gw_coupling,
@@ -47,6 +48,7 @@ __all__ = [
     "InverseDynamicsModel",
     "LabellingSettings",
     "ScriptedTeacher",
+    "StandInVLM",
     "VLMPrompts",
     "VLMTeacher",
     "agreement",
