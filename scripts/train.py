@@ -106,6 +106,7 @@ def main(cfg: DictConfig) -> None:
 
     from embodied_rl.data import DatasetError
     from embodied_rl.envs import UnknownTaskError
+    from embodied_rl.llm import LLMError
     from embodied_rl.trainers.builders import ConfigError
     from embodied_rl.trainers.divergence import TrainingDiverged
 
@@ -114,7 +115,7 @@ def main(cfg: DictConfig) -> None:
         exit_on_interrupt(Path(cfg.run_dir))
     try:
         train(cfg)
-    except (UnknownTaskError, DatasetError, ConfigError, TrainingDiverged) as err:
+    except (UnknownTaskError, DatasetError, ConfigError, TrainingDiverged, LLMError) as err:
         print(f"error: {err}", file=sys.stderr)
         if multirun:
             # an ordinary exception fails this job only: Hydra runs the sweep's other jobs, then exits 1

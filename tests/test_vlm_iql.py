@@ -166,3 +166,20 @@ def test_a_missing_tier_is_built_with_frames_first(minari_root, tmp_path):
     assert train_in_process(vlm_args(tmp_path / "built", *extra))["updates"] == 10
     trajectories = load_trajectories("embodied_rl/metaworld-drawer-open-v3/random-v0")
     assert len(trajectories) == 2 and trajectories[0].frames.shape == (21, 16, 16, 3)  # the env's 20-step limit
+
+
+def test_failed_queries_stop_the_run_with_a_clear_error_and_a_resume_asks_only_those(minari_root, tmp_path):
+    from llm_server import OpenAICompatibleServer
+
+    from embodied_rl.llm import LLMError
+
+    run_dir = tmp_path / "failing"
+    with OpenAICompatibleServer(answer=brighter_image) as server:
+        llm = [f"llm.base_url={server.url}", f"llm.cache_dir={tmp_path / 'cache'}", "llm.model=test-vlm"]
+        server.fail_next("malformed", times=2)  # two analysis queries get no usable answer (not retried)
+        with pytest.raises(LLMError, match="6 of 8 frame pairs answered .* resume=true"):
+            train_in_process(vlm_args(run_dir, *llm))
+        assert server.requests == 14 and (run_dir / "labels" / "progress.jsonl").exists()
+        assert train_in_process(vlm_args(run_dir, *llm, "resume=true"))["updates"] == 10
+        assert server.requests == 18  # only the two failed pairs' queries again
+        assert json.loads((run_dir / "vlm_iql.json").read_text())["labelling"]["labelled"] == 8

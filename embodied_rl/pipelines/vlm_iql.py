@@ -162,6 +162,16 @@ class VLMIQLPipeline(Pipeline):
             dataset_id=dataset_id_of(run.cfg),
             chat=self.chat(labels_dir) if s.arm == "vlm" else None,
         )
+        if not labelling["complete"]:
+            from embodied_rl.llm import LLMError
+
+            usage = labelling["usage"]
+            raise LLMError(
+                f"labelling stopped with {labelling['finished_pairs']} of {labelling['requested_pairs']} frame pairs "
+                f"answered ({usage['errors']} queries failed; the first: {usage['first_error']}); the finished "
+                f"labels are kept in {labels_dir} and every answer is cached: run the same command with resume=true "
+                "to continue"
+            )
         labelled = PreferencePairs.load(labels_dir / "labels.npz")
         if len(labelled) < 2:
             raise DatasetError(
