@@ -88,6 +88,12 @@ BUDGETS: dict[str, dict[str, str]] = {
         "ssorl.idm.steps": "40",
         "ssorl.idm.eval_every": "20",
         "ssorl.idm.progress": "false",
+        "vlm_iql.labelling.num_pairs": "8",
+        "vlm_iql.reward.steps": "4",
+        "vlm_iql.reward.eval_every": "2",
+        "vlm_iql.dataset_episodes": "2",
+        "vlm_iql.frames": "32",
+        "env.shadows": "false",
         # eval_every / checkpoint_every: a third of the run (set in budget_overrides), so that
         # make_datasets.py finds several evaluated checkpoints
     },
@@ -607,6 +613,9 @@ def run_blocker(command: Command, parsed: Parsed) -> str | None:
         return "needs a GPU"
     if "hydra/launcher=slurm" in args:
         return "needs a Slurm cluster"
+    vlm_arm = "experiment=vlm_iql" in args and not re.search(r"vlm_iql\.arm=(scripted|env_reward)", args)
+    if re.search(r"llm\.base_url=|--base-url", args) or vlm_arm:
+        return "needs an LLM / VLM endpoint"
     if parsed.script and parsed.script not in BUDGETS and not parsed.script.startswith("scripts/make_datasets"):
         return f"no tiny budget known for {parsed.script}"
     return None

@@ -183,3 +183,19 @@ def test_failed_queries_stop_the_run_with_a_clear_error_and_a_resume_asks_only_t
         assert train_in_process(vlm_args(run_dir, *llm, "resume=true"))["updates"] == 10
         assert server.requests == 18  # only the two failed pairs' queries again
         assert json.loads((run_dir / "vlm_iql.json").read_text())["labelling"]["labelled"] == 8
+
+
+def test_a_tier_without_frames_is_rebuilt_with_the_same_episodes_and_frames(minari_root, tmp_path):
+    from embodied_rl.data import dataset_id_for
+
+    dataset_id = dataset_id_for(TASK, "expert")
+    before = load_trajectories(dataset_id)
+    assert before[0].frames is None
+    extra = ["vlm_iql.arm=scripted", "trainer.dataset=expert", "vlm_iql.build_datasets=true", "vlm_iql.frames=16"]
+    extra += ["vlm_iql.dataset_episodes=1"]  # not used: the stored tier's 3 episodes are built again
+    train_in_process(vlm_args(tmp_path / "rebuilt", *extra))
+    after = load_trajectories(dataset_id)
+    assert len(after) == len(before) == 3 and after[0].frames.shape == (21, 16, 16, 3)
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(old.observations, new.observations)
+        np.testing.assert_array_equal(old.actions, new.actions)

@@ -132,18 +132,27 @@ class VLMIQLPipeline(Pipeline):
             if metadata is None:
                 raise DatasetError(f"no dataset {dataset_id}")
             raise DatasetError(frames_required_message(dataset_id, metadata, task))
-        what = "building" if metadata is None else "rebuilding (same episodes, with frames)"
-        run.logger.summary(f"[vlm_iql] {what} {dataset_id}: {s.dataset_episodes} episodes, {s.frames}px frames")
         env = run.cfg.env
+        recipe = {"episodes": s.dataset_episodes, "seed": 0, "time_limit": env.get("time_limit")}
+        if metadata is not None:  # the same episodes again (count, seeds, time limit, references), with frames
+            ours = metadata.get("embodied_rl", {})
+            recipe = {
+                "episodes": int(metadata.get("total_episodes", s.dataset_episodes)),
+                "seed": int(ours.get("seed", 0)),
+                "time_limit": ours.get("env", {}).get("time_limit", env.get("time_limit")),
+                "reference_episodes": int(metadata.get("num_episodes_average_score", 10)),
+            }
+        what = "building" if metadata is None else "rebuilding (the same episodes, with frames)"
+        run.logger.summary(f"[vlm_iql] {what} {dataset_id}: {recipe['episodes']} episodes, {s.frames}px frames")
+        episodes = recipe.pop("episodes")
         metaworld_tiers(
             task,
-            s.dataset_episodes,
+            episodes,
             tiers=[tier],
-            seed=0,
-            time_limit=env.get("time_limit"),
             frames=s.frames,
             shadows=env.get("shadows", True),
             overwrite=metadata is not None,
+            **recipe,
         )
 
     # ---------------------------------------------------------------- the method's steps
