@@ -20,6 +20,9 @@ Retries: only for answers that fail the extraction or the checks, at most `max_r
 each continuing that sample's conversation with the problem stated. A request that fails at the protocol level
 (the client has already retried it) ends its sample with the error as the reason; nothing loops beyond these
 bounds.
+
+The client is handed in (`embodied_rl.llm.LLMClient`, or anything with its `complete` and `settings`): `rewards`
+and `llm` are packages of the same layer and do not import each other (tests/test_layering.py).
 """
 
 from __future__ import annotations
@@ -30,14 +33,22 @@ import time
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from embodied_rl.llm import LLMClient, LLMError
 from embodied_rl.rewards.text2reward.checker import FUNCTION_NAME, CheckedProgram, ProgramRejected, check_program
 from embodied_rl.rewards.text2reward.prompts import generation_messages, load_examples, retry_messages, select_examples
 from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
+
+
+class ChatClient(Protocol):
+    """What generation uses of `embodied_rl.llm.LLMClient`."""
+
+    settings: Any  # .concurrency: requests in flight at once
+
+    def complete(self, messages: list[dict], **params: Any) -> Any: ...  # a Completion, or raises LLMError
+
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
@@ -158,7 +169,7 @@ def judge(answer: str, attributes: Collection[str]) -> tuple[str | None, Checked
 
 
 def generate_candidates(
-    client: LLMClient,
+    client: ChatClient,
     task: str,
     instruction: str,
     settings: GenerationSettings,
@@ -186,7 +197,7 @@ def generate_candidates(
         answers = _ask_all(client, [(sent[i], {**params, "seed": i}) for i in asked])
         for index, (result, seconds) in zip(asked, answers):
             candidate = candidates[index]
-            if isinstance(result, LLMError):
+            if isinstance(result, BaseException):
                 candidate.attempts.append(Attempt(None, problem=f"the request failed: {result}", seconds=seconds))
                 continue  # the client has retried it already
             if result.refusal:
@@ -202,7 +213,7 @@ def generate_candidates(
     return candidates
 
 
-def _ask_all(client: LLMClient, requests: list[tuple[list[dict], dict]]) -> list[tuple[Any, float]]:
+def _ask_all(client: ChatClient, requests: list[tuple[list[dict], dict]]) -> list[tuple[Any, float]]:
     """The answers (or LLMErrors) to `requests` (messages, params), in order, with each one's seconds; up to the
     client's concurrency in flight (the client's semaphore holds the limit)."""
 
@@ -211,7 +222,7 @@ def _ask_all(client: LLMClient, requests: list[tuple[list[dict], dict]]) -> list
         start = time.perf_counter()
         try:
             result = client.complete(messages, **params)
-        except LLMError as err:
+        except RuntimeError as err:  # LLMError (a RuntimeError): no answer after the client's own retries
             result = err
         return result, time.perf_counter() - start
 

@@ -17,6 +17,9 @@ deterministic. No scikit-learn: twenty lines of `collections.Counter` do it.
 Follow-ups: `retry_messages` continues a conversation after a rejected answer. Refinement from training results
 or human feedback (issue 8, section 4) will add its own prompt builder next to it: `refinement_messages` marks
 that boundary.
+
+Messages are plain chat-completions dicts (`{"role": ..., "content": text}`), built here rather than with
+`embodied_rl.llm`'s helpers: `rewards` and `llm` are packages of the same layer and do not import each other.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embodied_rl.envs.task_descriptions import GOAL_TEXTS
-from embodied_rl.llm import system_message, user_message
 from embodied_rl.rewards.text2reward.checker import FUNCTION_NAME, RULES
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "configs" / "text2reward" / "examples"
@@ -145,7 +147,7 @@ def prompt_text(instruction: str, abstraction_text: str, examples: Sequence[Exam
 
 def generation_messages(instruction: str, abstraction_text: str, examples: Sequence[Example] = ()) -> list[dict]:
     """The conversation asking for a reward program (system message, then the prompt)."""
-    return [system_message(SYSTEM), user_message(prompt_text(instruction, abstraction_text, examples))]
+    return [_message("system", SYSTEM), _message("user", prompt_text(instruction, abstraction_text, examples))]
 
 
 def retry_messages(conversation: list[dict], answer: str, problem: str) -> list[dict]:
@@ -155,7 +157,11 @@ def retry_messages(conversation: list[dict], answer: str, problem: str) -> list[
         f"{problem.strip()}\n\nPlease fix this and answer again with the whole program (imports, helpers and "
         f"`{FUNCTION_NAME}`) in exactly one ```python code block."
     )
-    return [*conversation, {"role": "assistant", "content": answer}, user_message(follow_up)]
+    return [*conversation, _message("assistant", answer), _message("user", follow_up)]
+
+
+def _message(role: str, text: str) -> dict:
+    return {"role": role, "content": text}
 
 
 def refinement_messages(*args: object, **kwargs: object) -> list[dict]:
