@@ -17,7 +17,7 @@ sub-env instead: directly for a list of envs or a `SyncVectorEnv`, through ``cal
 
 Meta-World values come from the simulator the same way Meta-World builds its observation (hand, gripper, object
 slots, goal), so they equal the observation's entries (object orientations turned into (w, x, y, z)).
-Locomotion values come from the MuJoCo data (qpos, qvel, the torso body) of the gymnasium env.
+Locomotion values come from the MuJoCo state (qpos, qvel) of the gymnasium env.
 """
 
 from __future__ import annotations
@@ -77,11 +77,14 @@ def _metaworld_values(sawyer: Any, task_name: str) -> dict[str, Any]:
 
 
 def _locomotion_values(sim: Any, task_name: str, steps_per_action: int) -> dict[str, Any]:
-    """Torso, root and joint quantities of a gymnasium MuJoCo robot from its qpos, qvel and torso body."""
-    qpos, qvel, torso = sim.data.qpos, sim.data.qvel, sim.data.body("torso").xpos
+    """Torso, root and joint quantities of a gymnasium MuJoCo robot from its qpos and qvel."""
+    model, qpos, qvel = sim.model, sim.data.qpos, sim.data.qvel
+    # From qpos, not the torso body's xpos: after mj_step the body poses still belong to the previous substep.
+    # A planar robot's root slide joint z moves the torso from its model height, counted from the joint's qpos0.
+    height = qpos[1] - model.qpos0[1] + model.body("torso").pos[2] if ROBOTS[task_name].planar else qpos[2]
     values = {
-        "torso_x": torso[0],
-        "torso_height": torso[2],
+        "torso_x": qpos[0],
+        "torso_height": height,
         "forward_velocity": qvel[0],
         "dt": sim.dt * steps_per_action,
     }
@@ -95,7 +98,7 @@ def _locomotion_values(sim: Any, task_name: str, steps_per_action: int) -> dict[
         }
     else:  # a free root joint: qpos position 3 + quaternion 4, qvel linear 3 (world) + angular 3 (body frame)
         values |= {
-            "torso_y": torso[1],
+            "torso_y": qpos[1],
             "lateral_velocity": qvel[1],
             "vertical_velocity": qvel[2],
             "torso_quaternion": qpos[3:7],
@@ -155,13 +158,12 @@ def take_snapshots(
         return [take_snapshot(env, abstraction) for env in vector_env_or_envs.envs]
     if not isinstance(vector_env_or_envs, gym.vector.VectorEnv):
         return [take_snapshot(env, abstraction) for env in vector_env_or_envs]
-    try:
-        snapshots = list(vector_env_or_envs.call("current_snapshot"))
-    except AttributeError as error:
-        raise ValueError(
+    if not all(vector_env_or_envs.call("has_wrapper_attr", "current_snapshot")):  # asked first: a failed call
+        raise ValueError(  # would shut the workers down
             "an asynchronous vector env's sub-envs must be wrapped in SnapshotInfo to be snapshotted: "
             "make_vector_env(..., wrappers=[functools.partial(SnapshotInfo, abstraction=abstraction)])"
-        ) from error
+        )
+    snapshots = list(vector_env_or_envs.call("current_snapshot"))
     for snapshot in snapshots:
         if set(snapshot) != set(abstraction.attributes):
             raise ValueError(
@@ -188,7 +190,10 @@ def snapshots_from_info(info: Mapping[str, Any], num_envs: int) -> list[dict[str
             batch = current
         else:
             raise ValueError(f"info holds no snapshot of sub-env {i}: wrap every sub-env in SnapshotInfo")
-        snapshots.append({name: np.array(values[i], dtype=np.float64) for name, values in batch.items()})
+        # gymnasium batches a dict per key and adds a "_<key>" mask beside each one
+        snapshots.append(
+            {name: np.array(values[i], dtype=np.float64) for name, values in batch.items() if not name.startswith("_")}
+        )
     return snapshots
 
 
