@@ -178,7 +178,7 @@ class RewardSandbox:
         batch = [{str(k): np.asarray(v, dtype=np.float64) for k, v in s.items()} for s in snapshots]
         started = time.perf_counter()
         deadline = time.monotonic() + self.limits.call_timeout_s
-        tag, payload = self._exchange((batch, actions), deadline, f"{self.function_name}()")
+        tag, payload = self._exchange((batch, actions), deadline, f"{self.function_name}()", 8 * len(batch))
         if tag != b"R" or len(payload) != 8 * len(batch):
             self._fail(f"the worker sent a malformed reply ({tag!r}, {len(payload)} bytes for {len(batch)} envs)")
         rewards = np.frombuffer(payload, dtype="<f8").astype(np.float64)
@@ -202,14 +202,15 @@ class RewardSandbox:
         self._failure = CandidateFailed(reason)
         raise self._failure
 
-    def _exchange(self, message, deadline: float, what: str) -> tuple[bytes, bytes]:
-        """Send one message, read one reply (tag, payload); an "E" reply, a timeout or the worker's end fail."""
+    def _exchange(self, message, deadline: float, what: str, result_bytes: int = 0) -> tuple[bytes, bytes]:
+        """Send one message, read one reply (tag, payload); an "E" reply, a timeout or the worker's end fail.
+        A "R" reply must hold exactly `result_bytes`, any other at most MAX_REASON_BYTES."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._write(struct.pack("<I", len(data)) + data, deadline, what)
             header = self._read(5, deadline, what)
             tag, length = header[:1], struct.unpack("<I", header[1:])[0]
-            if tag not in (b"R", b"E", b"K") or (tag != b"R" and length > MAX_REASON_BYTES):
+            if tag not in (b"R", b"E", b"K") or length > (result_bytes if tag == b"R" else MAX_REASON_BYTES):
                 self._fail(f"the worker sent a malformed reply while running {what}")
             payload = self._read(length, deadline, what)
         except (BrokenPipeError, EOFError):

@@ -173,7 +173,11 @@ class Refused(Exception):
 
 def check_program(tree: ast.AST) -> None:
     """Refuse names and attributes that lead out of arithmetic (a second line behind the static checker)."""
-    for node in ast.walk(tree):
+
+    def position(node):
+        return getattr(node, "lineno", 0), getattr(node, "col_offset", 0), getattr(node, "end_col_offset", 0)
+
+    for node in sorted(ast.walk(tree), key=position):  # the first offence in reading order
         line = getattr(node, "lineno", "?")
         if isinstance(node, ast.Attribute) and (node.attr.startswith("_") or node.attr in BLOCKED_ATTRIBUTES):
             raise Refused(f"line {line} reads the attribute {node.attr!r}, which reward code may not use")
