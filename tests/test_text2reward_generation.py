@@ -15,6 +15,7 @@ from llm_server import OpenAICompatibleServer, local_settings
 
 from embodied_rl.envs.task_descriptions import GOAL_TEXTS
 from embodied_rl.llm import LLMClient
+from embodied_rl.rewards.text2reward.abstraction import abstraction_for
 from embodied_rl.rewards.text2reward.checker import ProgramRejected, check_program
 from embodied_rl.rewards.text2reward.generation import (
     GenerationSettings,
@@ -86,9 +87,14 @@ HOSTILE = {
     "import os": ("import os\n" + body("return 0.0"), "`import os` is not allowed", 1),
     "import numpy unaliased": ("import numpy\n" + body("return 0.0"), "`import numpy` is not allowed", 1),
     "from numpy import": (body("from numpy import save", "return 0.0"), "from numpy import", 3),
-    "dunder attribute": (body("c = action.__class__", "return 0.0"), "`.__class__`", 3),
-    "dunder chain": (body("return action.__class__.__mro__[1].__subclasses__()"), "`.__subclasses__`", 3),
-    "dunder name": (body("return __builtins__", ""), "`__builtins__`", 3),
+    "dunder attribute": (
+        body("c = action.__class__", "return 0.0"),
+        "`.__class__` is not allowed (no names starting",
+        3,
+    ),
+    "dunder on obs": (body("c = obs.__dict__", "return 0.0"), "`.__dict__` is not allowed (no names starting", 3),
+    "dunder chain": (body("return action.T.__class__.__mro__[1].__subclasses__()"), "`.__subclasses__` is not", 3),
+    "dunder name": (body("return __builtins__", ""), "`__builtins__` has double underscores", 3),
     "__import__": (body("m = __import__('os')", "return 0.0"), "`__import__` is not allowed", 3),
     "getattr": (body("x = getattr(np, 'save')", "return 0.0"), "`getattr` is not allowed", 3),
     "eval": (body("return eval('1.0')"), "`eval` is not allowed", 3),
@@ -138,13 +144,12 @@ def test_checker_rejects_hostile_programs_with_a_reason_and_its_line(name):
 
 
 def test_examples_are_hand_written_and_valid_against_their_abstractions():
-    abstraction = pytest.importorskip("embodied_rl.rewards.text2reward.abstraction")
     examples = load_examples()
     assert len(examples) >= 5 and len({example.task for example in examples}) == len(examples)
     for example in examples:
         assert example.path.read_text().startswith("# Hand-written by embodied_rl's developers")
         assert "not model output" in example.path.read_text().splitlines()[0]
-        check_program(example.code, abstraction.abstraction_for(example.task).attributes)
+        check_program(example.code, abstraction_for(example.task).attributes)
         assert example.instruction == GOAL_TEXTS[example.task]
 
 
@@ -275,9 +280,7 @@ def test_failed_request_keeps_alignment_and_few_shot_leaves_the_task_out(tmp_pat
         client = LLMClient(local_settings(server, None, max_attempts=1))
         server.fail_next("server_error", times=1)  # the first request to arrive fails for good
         settings = GenerationSettings(samples=3, max_retries=0, few_shot=2)
-        candidates = generate_candidates(
-            client, "drawer-open-v3", GOAL_TEXTS["drawer-open-v3"], settings, StandInAbstraction()
-        )
+        candidates = generate_candidates(client, "drawer-open-v3", GOAL_TEXTS["drawer-open-v3"], settings)
     failed = [c for c in candidates if c.attempts[0].answer is None]
     assert len(failed) == 1 and "the request failed" in failed[0].reason
     for candidate in candidates:
@@ -287,6 +290,7 @@ def test_failed_request_keeps_alignment_and_few_shot_leaves_the_task_out(tmp_pat
             assert (candidate.code == MINIMAL) == (candidate.index != 1)
     drawer_open_code = next(e for e in load_examples() if e.task == "drawer-open-v3").code.strip()
     assert seen_prompts and all("## Examples" in p and drawer_open_code not in p for p in seen_prompts)
+    assert abstraction_for("drawer-open-v3").text.strip() in seen_prompts[0]  # the task's own abstraction
 
 
 def test_settings_validation():
