@@ -199,8 +199,8 @@ METAWORLD_OBJECTS: dict[str, MetaWorldObjects] = {
 _METAWORLD_INTRO = """\
 Meta-World v3: a Sawyer robot arm with a two-finger gripper works at a table. Positions are in metres in the
 world frame: x runs sideways along the table, y points away from the robot's base, z points up; the table top
-is at about z = 0 and the hand starts about 0.2 m above it. One step lasts 0.0125 s; an episode has 500 steps.
-Distances between positions: np.linalg.norm(a - b)."""
+is at about z = 0 and the hand starts about 0.2 m above it. A simulator step lasts 0.0125 s; episodes last at
+most 500 of them. Distances between positions: np.linalg.norm(a - b)."""
 
 _METAWORLD_ACTION = """\
 action: np.ndarray, shape (4,), each entry in [-1, 1]
@@ -299,7 +299,7 @@ LOCOMOTION_TASKS: tuple[str, ...] = tuple(ROBOTS)
 
 _LOCOMOTION_INTRO = """\
 MuJoCo locomotion (gymnasium v5). Positions in metres, angles in radians, velocities per second, in the world
-frame: x forward, z up (y to the robot's left). Episodes last at most 1000 steps."""
+frame: x forward, z up (y to the robot's left). Episodes last at most 1000 simulator steps."""
 
 
 def _locomotion_attributes(robot: Robot) -> dict[str, AttributeSpec]:
