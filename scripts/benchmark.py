@@ -8,6 +8,7 @@
     python scripts/benchmark.py --only sac_pixels --pixel-updates 20   # float32 vs mixed precision (bf16)
     python scripts/benchmark.py --only gw --gw-sizes 500,1000,2000      # PEARL's GW transfer: exact vs fast
     python scripts/benchmark.py --only llm --llm-requests 1000          # LLM client: concurrency and cache
+    python scripts/benchmark.py --only reward_sandbox                   # SAC steps/s: env reward vs sandboxed code
 
 Each figure is the median of --repeats timed runs after a warm-up (compilation happens in warm-up).
 --devices takes auto, cpu, cuda and cuda:N (a CUDA device torch does not see is an error); the folder of --out is
@@ -496,9 +497,100 @@ def benchmark_llm(args) -> list[dict]:
     return rows
 
 
+SANDBOX_TASK = "metaworld/drawer-open-v3"
+SANDBOX_REWARD = """
+import numpy as np
+
+def compute_dense_reward(obs, action):
+    reach = np.linalg.norm(obs.hand_position - obs.object_position)
+    to_goal = np.linalg.norm(obs.object_position - obs.goal_position)
+    return float(-reach - to_goal - 0.01 * np.sum(action ** 2))
+"""
+
+
+def metaworld_snapshots(obs: np.ndarray) -> list[dict]:
+    """Plain snapshots of a batch of Meta-World observations (hand, gripper, first object, goal)."""
+    obs = obs.astype(np.float64)
+    return [
+        {"hand_position": o[0:3], "gripper_distance": o[3:4], "object_position": o[4:7], "goal_position": o[36:39]}
+        for o in obs
+    ]
+
+
+def benchmark_reward_sandbox(args, device: str) -> list[dict]:
+    """SAC training env steps/s on VECTOR_ENVS Meta-World envs (act, step, store, one update per env step) with the
+    env's own reward vs a generated reward in a `RewardSandbox` (one worker round trip per vector step); the same
+    loop without updates gives the worst-case ratio. Modes are interleaved per repeat, as in `benchmark_updates`."""
+    import tempfile
+
+    from embodied_rl.agents.sac import SAC
+    from embodied_rl.data.replay import ReplayBuffer
+    from embodied_rl.envs import make_vector_env
+    from embodied_rl.rewards.text2reward.sandbox import RewardSandbox
+
+    steps = args.sandbox_steps
+    envs = make_vector_env({"task": SANDBOX_TASK, "obs_mode": "state"}, num_envs=VECTOR_ENVS, seed=0)
+    agent = SAC(envs.single_observation_space, envs.single_action_space, device=device)
+    obs_shape = envs.single_observation_space.shape
+    capacity = (steps * (2 * args.repeats + 2) + 64) * VECTOR_ENVS
+    buffer = ReplayBuffer(capacity, obs_shape, envs.single_action_space.shape[0], device=device)
+    obs, _ = envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(64):  # a first batch of random transitions
+        action = rng.uniform(-1, 1, (VECTOR_ENVS, 4)).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = envs.step(action)
+        buffer.add(obs, action, reward, next_obs, terminated, truncated=truncated)
+        obs = next_obs
+    state = {"obs": obs}
+
+    def run(sandbox, updates: bool) -> None:
+        obs = state["obs"]
+        for _ in range(steps):
+            action = agent.act(obs)
+            next_obs, reward, terminated, truncated, _ = envs.step(action)
+            if sandbox is not None:
+                reward = sandbox(metaworld_snapshots(next_obs), action)
+            buffer.add(obs, action, reward, next_obs, terminated, truncated=truncated)
+            obs = next_obs
+            for _ in range(VECTOR_ENVS if updates else 0):
+                agent.update(buffer.sample(args.batch_size))
+        state["obs"] = obs
+
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir, RewardSandbox(SANDBOX_REWARD, workdir=workdir) as sandbox:
+        for updates in (True, False):
+            modes = {"env_reward": None, "sandboxed_reward": sandbox}
+            for mode in modes.values():
+                run(mode, updates)  # warm-up
+            times: dict[str, list[float]] = {name: [] for name in modes}
+            for _ in range(args.repeats):
+                for name, mode in modes.items():
+                    start = time.perf_counter()
+                    run(mode, updates)
+                    times[name].append(time.perf_counter() - start)
+            sps = {name: steps * VECTOR_ENVS / statistics.median(t) for name, t in times.items()}
+            rows.append(
+                {
+                    "bench": "reward_sandbox",
+                    "device": device,
+                    "loop": "sac_training" if updates else "env_only",
+                    "envs": VECTOR_ENVS,
+                    "env_reward_steps_per_s": sps["env_reward"],
+                    "sandboxed_steps_per_s": sps["sandboxed_reward"],
+                    "sandboxed_over_env": sps["sandboxed_reward"] / sps["env_reward"],
+                    "round_trip_us": sandbox.stats.seconds_per_call * 1e6,
+                }
+            )
+            print(f"  [reward_sandbox] {rows[-1]['loop']}: ratio {rows[-1]['sandboxed_over_env']:.3f}", file=sys.stderr)
+    envs.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["env", "sac", "sac_pixels", "iql", "gw", "llm"], default=None)
+    parser.add_argument(
+        "--only", choices=["env", "sac", "sac_pixels", "iql", "gw", "llm", "reward_sandbox"], default=None
+    )
     parser.add_argument(
         "--env-steps", type=cli.number(int, f">= {VECTOR_ENVS}", f"split among {VECTOR_ENVS} envs"), default=3000
     )
@@ -535,6 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     llm.add_argument("--llm-requests", type=cli.number(int, ">= 1"), default=1000, help="requests per batch")
     llm.add_argument("--llm-delay-ms", type=cli.number(float, ">= 0"), default=20.0, help="the server's answer delay")
     llm.add_argument("--llm-concurrency", type=cli.number(int, ">= 1"), default=16)
+    sandbox = parser.add_argument_group("reward_sandbox: SAC steps/s, env reward vs sandboxed generated reward")
+    sandbox.add_argument("--sandbox-steps", type=cli.number(int, ">= 1"), default=100, help="vector steps per repeat")
     cli.add_threads_option(parser)
     args = parser.parse_args(argv)
 
@@ -564,6 +658,9 @@ def main(argv: list[str] | None = None) -> None:
         rows += benchmark_gw(args)
     if args.only == "llm":  # half a minute, most of it waiting on the server: only when asked for
         rows += benchmark_llm(args)
+    if args.only == "reward_sandbox":  # a minute of SAC training per device: only when asked for
+        for device in devices:
+            rows += benchmark_reward_sandbox(args, device)
     machine = {
         "date": date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),
