@@ -563,6 +563,7 @@ def benchmark_reward_sandbox(args, device: str) -> list[dict]:
             for mode in modes.values():
                 run(mode, updates)  # warm-up
             times: dict[str, list[float]] = {name: [] for name in modes}
+            calls, seconds = sandbox.stats.calls, sandbox.stats.seconds
             for _ in range(args.repeats):
                 for name, mode in modes.items():
                     start = time.perf_counter()
@@ -578,7 +579,7 @@ def benchmark_reward_sandbox(args, device: str) -> list[dict]:
                     "env_reward_steps_per_s": sps["env_reward"],
                     "sandboxed_steps_per_s": sps["sandboxed_reward"],
                     "sandboxed_over_env": sps["sandboxed_reward"] / sps["env_reward"],
-                    "round_trip_us": sandbox.stats.seconds_per_call * 1e6,
+                    "round_trip_us": (sandbox.stats.seconds - seconds) / (sandbox.stats.calls - calls) * 1e6,
                 }
             )
             print(f"  [reward_sandbox] {rows[-1]['loop']}: ratio {rows[-1]['sandboxed_over_env']:.3f}", file=sys.stderr)
