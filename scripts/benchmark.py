@@ -502,17 +502,18 @@ SANDBOX_REWARD = """
 import numpy as np
 
 def compute_dense_reward(obs, action):
-    reach = np.linalg.norm(obs.hand_position - obs.object_position)
+    reach = np.linalg.norm(obs.ee_position - obs.object_position)
     to_goal = np.linalg.norm(obs.object_position - obs.goal_position)
     return float(-reach - to_goal - 0.01 * np.sum(action ** 2))
 """
 
 
 def metaworld_snapshots(obs: np.ndarray) -> list[dict]:
-    """Plain snapshots of a batch of Meta-World observations (hand, gripper, first object, goal)."""
+    """Plain snapshots of a batch of Meta-World observations, named as the text2reward abstraction names them
+    (hand, gripper, first object, goal; the abstraction's own snapshots are read from the simulator)."""
     obs = obs.astype(np.float64)
     return [
-        {"hand_position": o[0:3], "gripper_distance": o[3:4], "object_position": o[4:7], "goal_position": o[36:39]}
+        {"ee_position": o[0:3], "gripper_openness": o[3], "object_position": o[4:7], "goal_position": o[36:39]}
         for o in obs
     ]
 
