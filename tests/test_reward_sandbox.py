@@ -148,6 +148,7 @@ HOSTILE = [
     ("inf", body("return np.inf"), "returned inf for environment 0"),
     ("minus_inf_in_array", body("return np.array([-np.inf])"), "returned -inf"),
     ("nan_at_index_2", body("return float('nan') if obs.index[0] == 2 else 0.0"), "nan for environment 2"),
+    ("huge_int", body("return 10**400"), "returned inf for environment 0"),
     ("string", body("return 'high'"), "type str"),
     ("wrong_size_array", body("return obs.ee_position"), "array of shape (3,)"),
     ("none", body("x = 1"), "type NoneType"),

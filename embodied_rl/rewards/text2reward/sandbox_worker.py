@@ -295,7 +295,10 @@ def call_batch(function, name: str, snapshots: list, actions: np.ndarray, source
             value = function(Snapshot(values), action)
         except BaseException as err:  # noqa: BLE001  (the program's own exceptions, SystemExit included)
             return None, describe_exception(err, f"{name}()", source_lines)
-        reward = as_reward(value)
+        try:
+            reward = as_reward(value)
+        except OverflowError:  # an int beyond float range
+            reward = math.inf
         if reward is None:
             return None, f"{name}() returned {describe_type(value)} for environment {i}; it must return a float"
         if not math.isfinite(reward):
