@@ -33,6 +33,7 @@ PIPELINES = {
     "ssorl": "embodied_rl.pipelines.ssorl:SSORLPipeline",
     "pearl": "embodied_rl.pipelines.pearl:PEARLPipeline",
     "vlm_iql": "embodied_rl.pipelines.vlm_iql:VLMIQLPipeline",
+    "text2reward": "embodied_rl.pipelines.text2reward:Text2RewardPipeline",
 }
 
 

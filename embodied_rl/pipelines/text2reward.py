@@ -1,0 +1,265 @@
+"""Text2Reward (Xie et al., ICLR 2024) as a run: an LLM writes the dense reward, SAC trains on it, the env's own
+success flag judges. Flow, top to bottom (`Text2RewardPipeline.run`):
+
+    instruction + the env's abstraction --generate_candidates (LLM, checker, retries)--> N candidate programs
+    accepted programs, in sample order --smoke_test in a RewardSandbox on random-action rollouts--> the first
+        program that gives a finite float on every step
+    SAC (the run's online trainer) on that program: every env wrapped in SnapshotInfo (info["snapshot"]) and
+        SandboxReward (the reward of each step computed in a sandbox worker from the snapshot the step reached
+        and the action; info["env_reward"] keeps the env's own), success from the env's `success` flag
+
+Arms (`arm`), from the same command:
+- `generated`: the above, with the LLM the run's `llm:` settings reach;
+- `env_reward`: SAC on the env's own (expert-written) reward, no LLM.
+
+This first version trains one program: the first of the `generation.samples` candidates that passes the checks
+and the smoke test. Training several candidates on a short budget (best-of-N) and refinement rounds from training
+statistics are not done yet (docs/text2reward.md, "The pipeline").
+
+The reward runs per env: each env (training and evaluation; with `trainer.asynchronous_envs=true` inside its own
+process) starts its own sandbox worker and asks it once per step. A program that fails during training ends the run
+with `GeneratedRewardFailed` naming the reason (the command prints one `error:` line); the run directory keeps
+everything in text2reward/: requests.json (every request's messages), candidates.json (each sample's attempts,
+answers, code, rejection reasons and smoke test), program.py and selected.json (the program trained on), failure.json
+(why training stopped, if it did) and llm_usage.json. A resumed run reads program.py back and asks nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from embodied_rl.files import atomic_write, write_json
+from embodied_rl.llm import LLMError
+from embodied_rl.pipelines.base import Pipeline
+from embodied_rl.rewards.text2reward import (
+    CandidateFailed,
+    GenerationSettings,
+    RewardSandbox,
+    SandboxLimits,
+    SnapshotInfo,
+    abstraction_for,
+    generate_candidates,
+    smoke_test,
+)
+from embodied_rl.trainers.assembly import Run
+from embodied_rl.trainers.builders import ConfigError
+from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
+
+ARMS = ("generated", "env_reward")
+OUT = "text2reward"  # the pipeline's folder in a run directory
+
+
+class GeneratedRewardFailed(LLMError):
+    """No usable reward program: every candidate was rejected, or the one trained on failed in its sandbox.
+    (An LLMError, so that `scripts/train.py` prints it as one `error:` line.)"""
+
+
+@dataclass
+class Text2RewardConfig:
+    """The settings of the text2reward pipeline: configs/text2reward/default.yaml (`text2reward:`) and `llm:`."""
+
+    arm: str = "generated"
+    instruction: str = ""  # "": the Meta-World task's goal text
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    smoke_episodes: int = 2
+    smoke_steps: int = 20
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    llm: dict = field(default_factory=dict)  # embodied_rl.llm.LLMSettings (configs/llm/default.yaml)
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"text2reward.arm={self.arm!r} is not one of {', '.join(ARMS)}")
+        if not isinstance(self.generation, GenerationSettings):
+            self.generation = GenerationSettings.from_mapping(self.generation)
+        if not isinstance(self.sandbox, SandboxLimits):
+            self.sandbox = settings_from_mapping(SandboxLimits, self.sandbox, "text2reward sandbox")
+        check_field_types(self, "text2reward settings", prefix="text2reward.")
+        check_field_types(self.sandbox, "text2reward sandbox settings", prefix="text2reward.sandbox.")
+        check_ranges("text2reward settings", vars(self), dict.fromkeys(("smoke_episodes", "smoke_steps"), ">= 1"))
+        positive = dict.fromkeys(("cpu_seconds", "memory_mb", "call_timeout_s", "start_timeout_s"), "> 0")
+        check_ranges("text2reward sandbox settings", vars(self.sandbox), positive, prefix="text2reward.sandbox.")
+        if self.arm == "generated":
+            from embodied_rl.llm import LLMSettings
+
+            LLMSettings.from_mapping(self.llm)  # a bad llm key is an error before anything runs
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Text2RewardConfig:
+        return settings_from_mapping(cls, values, "text2reward")
+
+
+class SandboxReward(gym.Wrapper):
+    """The reward of each step from a generated program run in a `RewardSandbox`: `compute_dense_reward(obs,
+    action)` on the snapshot the step reached (`info["snapshot"]`, from an inner `SnapshotInfo`) and the action.
+    `info["env_reward"]` keeps the env's own reward. The worker starts at the first step, one per env; a failing
+    program raises `CandidateFailed`."""
+
+    def __init__(self, env: gym.Env, source: str, limits: SandboxLimits, workdir: str | None = None):
+        super().__init__(env)
+        self.source, self.limits, self.workdir = source, limits, workdir
+        self.sandbox: RewardSandbox | None = None
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.sandbox is None:
+            self.sandbox = RewardSandbox(self.source, limits=self.limits, workdir=self.workdir)
+        info["env_reward"] = reward
+        reward = float(self.sandbox([info["snapshot"]], np.asarray(action)[None])[0])
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+            self.sandbox = None
+        super().close()
+
+
+class _RecordingClient:
+    """An LLM client that notes the messages and parameters of every request it is asked (saved with the run)."""
+
+    def __init__(self, client: Any):
+        self.client, self.settings, self.requests = client, client.settings, []
+
+    def complete(self, messages: list[dict], **params: Any) -> Any:
+        self.requests.append({"messages": messages, "params": params})
+        return self.client.complete(messages, **params)
+
+
+class Text2RewardPipeline(Pipeline):
+    """Generated rewards as a run: `experiment=text2reward env.task=... llm.base_url=... llm.model=...`."""
+
+    name = "text2reward"
+    settings_class = Text2RewardConfig
+    trainer_kinds = ("online",)
+    top_level_keys = ("llm",)
+    outputs = (OUT,)
+
+    @classmethod
+    def settings_values(cls, cfg: DictConfig) -> dict[str, Any]:
+        """`text2reward:` with the run's `llm:`."""
+        llm = OmegaConf.to_container(cfg.llm, resolve=True) if cfg.get("llm") is not None else {}
+        return {**super().settings_values(cfg), "llm": llm}
+
+    def run(self, run: Run) -> dict[str, Any]:
+        if self.settings.arm == "env_reward":
+            return run.train_online()
+        task = run.cfg.env.task
+        try:
+            abstraction = abstraction_for(task)
+        except ValueError as err:
+            raise ConfigError(f"text2reward needs an environment abstraction: {err}") from None
+        out = run.run_dir / OUT
+        out.mkdir(parents=True, exist_ok=True)
+        code = self.program(run, out, task, abstraction)
+        wrappers = [
+            functools.partial(SnapshotInfo, abstraction=abstraction),
+            functools.partial(SandboxReward, source=code, limits=self.settings.sandbox, workdir=str(out)),
+        ]
+        try:
+            return run.train_online(wrappers=wrappers)
+        except CandidateFailed as err:
+            reason = str(err)
+            write_json(out / "failure.json", {"during": "training", "reason": reason})
+            raise GeneratedRewardFailed(
+                f"the generated reward program failed during training: {reason}. Its code and records are in {out}"
+            ) from None
+
+    # ---------------------------------------------------------------- the method's steps
+    def instruction(self, task: str) -> str:
+        """The settings' instruction, or the Meta-World task's goal text."""
+        if self.settings.instruction.strip():
+            return self.settings.instruction
+        from embodied_rl.envs.task_descriptions import goal_text
+
+        try:
+            return goal_text(task)
+        except ValueError:
+            raise ConfigError(f"{task} has no goal text: give text2reward.instruction='...'") from None
+
+    def program(self, run: Run, out: Path, task: str, abstraction: Any) -> str:
+        """The program to train on: read back on resume, else generated, checked and smoke-tested here."""
+        program_path = out / "program.py"
+        if run.resuming and program_path.exists():
+            run.logger.summary(f"[text2reward] resumed with {program_path} (nothing asked again)")
+            return program_path.read_text()
+        from embodied_rl.llm import LLMClient, LLMSettings
+
+        s = self.settings
+        instruction = self.instruction(task)
+        client = _RecordingClient(LLMClient(LLMSettings.from_mapping(s.llm), usage_path=out / "llm_usage.json"))
+        try:
+            candidates = generate_candidates(client, task, instruction, s.generation, abstraction)
+        finally:
+            write_json(out / "requests.json", client.requests)
+        records = [candidate.to_dict() for candidate in candidates]
+        trajectories = self.smoke_rollouts(run, abstraction)
+        chosen = None
+        for candidate, record in zip(candidates, records):
+            if not candidate.accepted or chosen is not None:
+                continue
+            record["smoke_test"] = report = self.smoke(candidate.program.source, trajectories, out)
+            if report["ok"]:
+                chosen = candidate
+            else:
+                record["reason"] = f"smoke test: {report['problem']}"
+        write_json(out / "candidates.json", {"task": task, "instruction": instruction, "candidates": records})
+        if chosen is None:
+            reasons = "; ".join(f"sample {r['index']}: {r['reason']}" for r in records)
+            raise GeneratedRewardFailed(f"no usable reward program among {len(records)} samples ({reasons}); see {out}")
+        code = chosen.program.source
+        write_json(out / "selected.json", {"index": chosen.index, "instruction": instruction, "code": code})
+        with atomic_write(program_path) as f:
+            f.write(code)
+        run.logger.summary(f"[text2reward] training on sample {chosen.index} of {len(records)} ({program_path})")
+        return code
+
+    def smoke(self, source: str, trajectories: list, out: Path) -> dict[str, Any]:
+        """`smoke_test` of a program in its own sandbox on the rollouts, with the mean reward it gave."""
+        rewards: list[np.ndarray] = []
+        sandbox = RewardSandbox(source, limits=self.settings.sandbox, workdir=out)  # starts at its first call
+
+        def reward_batch(snapshots: list[dict], actions: np.ndarray) -> np.ndarray:
+            rewards.append(sandbox(snapshots, actions))
+            return rewards[-1]
+
+        try:
+            report = smoke_test(reward_batch, trajectories)  # a failure, the start's included, is in the report
+        finally:
+            sandbox.close()
+        mean = float(np.mean(np.concatenate(rewards))) if report.ok else None
+        return {**asdict(report), "mean_reward": mean}
+
+    def smoke_rollouts(self, run: Run, abstraction: Any) -> list[tuple[list[dict], np.ndarray]]:
+        """(snapshots, actions) of `smoke_episodes` random-action rollouts of `smoke_steps` steps at most."""
+        from embodied_rl.envs import make_env
+
+        s = self.settings
+        env = make_env(run.env_config(), wrappers=[functools.partial(SnapshotInfo, abstraction=abstraction)])
+        env.action_space.seed(run.seed)
+        trajectories = []
+        try:
+            for episode in range(s.smoke_episodes):
+                env.reset(seed=run.seed + episode)
+                snapshots, actions = [], []
+                for _ in range(s.smoke_steps):
+                    action = env.action_space.sample()
+                    _, _, terminated, truncated, info = env.step(action)
+                    snapshots.append(info["snapshot"])
+                    actions.append(action)
+                    if terminated or truncated:
+                        break
+                trajectories.append((snapshots, np.asarray(actions, dtype=np.float64)))
+        finally:
+            env.close()
+        return trajectories
+
+
+__all__ = ["ARMS", "GeneratedRewardFailed", "SandboxReward", "Text2RewardConfig", "Text2RewardPipeline"]
