@@ -91,9 +91,17 @@ def test_generated_arm_trains_on_the_program_and_a_resume_asks_nothing(tmp_path)
         returns = episode_returns(run_dir)
         assert returns and all(r < -200 for r in returns)
 
+        written = (out / "candidates.json").stat().st_mtime_ns
         more = t2r_args(run_dir, *llm, "resume=true", "trainer.total_steps=80")
         assert train_in_process(more)["steps"] == 80
         assert server.requests == 1  # nothing asked again
+        assert (out / "candidates.json").stat().st_mtime_ns == written  # program.py read back, nothing generated
+
+        # a new run with the replay backend is answered from the first run's cache alone
+        replay = t2r_args(tmp_path / "replay", *llm, "llm.backend=replay")
+        assert train_in_process(replay)["steps"] == 60
+        assert server.requests == 1
+        assert (tmp_path / "replay" / "text2reward" / "program.py").read_text() == record["code"]
 
 
 def test_a_program_failing_during_training_ends_the_run_with_a_clear_error(tmp_path):
