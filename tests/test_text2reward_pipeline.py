@@ -135,6 +135,43 @@ def test_a_program_failing_the_smoke_test_is_never_trained_on(tmp_path):
     assert not (run_dir / "checkpoints").exists()
 
 
+def test_best_of_n_trains_each_candidate_and_continues_the_best(tmp_path):
+    from llm_server import OpenAICompatibleServer
+
+    answers = {0: FAILS_LATER, 1: DISTANCE}  # sample 0 fails in its short training, sample 1 trains
+    run_dir = tmp_path / "run"
+    with OpenAICompatibleServer(answer=lambda request: answers[request.body["seed"]]) as server:
+        llm = [f"llm.base_url={server.url}", f"llm.cache_dir={tmp_path / 'cache'}", "llm.model=test-llm"]
+        best_of = ["text2reward.generation.samples=2", "text2reward.best_of=2", "text2reward.candidate_steps=100"]
+        overrides = [*best_of, "text2reward.smoke_steps=1", "trainer.total_steps=120", "trainer.eval_every=100"]
+        results = train_in_process(t2r_args(run_dir, *llm, *overrides))
+        assert server.requests == 2
+    assert results["steps"] == 120
+    out = run_dir / "text2reward"
+    scores = json.loads((out / "best_of.json").read_text())
+    assert "returned nan" in scores["0"]["failed"] and scores["1"]["steps"] == 100
+    selected = json.loads((out / "selected.json").read_text())
+    assert (
+        selected["index"] == 1
+        and (out / "program.py").read_text() == answers[1].split("```python\n")[1].split("```")[0]
+    )
+    assert (out / "candidate_1" / "metrics.csv").exists()
+    # the run continued candidate 1's training: its own curves start after the candidate's 100 steps
+    with open(run_dir / "metrics.csv") as f:
+        assert all(int(row["step"]) > 100 for row in csv.DictReader(f))
+
+
+def test_best_candidate_prefers_success_then_best_success_then_the_first():
+    from embodied_rl.pipelines.text2reward import best_candidate
+
+    def score(final, best):
+        return {"success_rate": final, "best_success_rate": best, "return_mean": 1e6}
+
+    assert best_candidate({0: score(0.2, 0.5), 1: score(0.4, 0.4)}) == 1
+    assert best_candidate({0: score(0.4, 0.4), 1: score(0.4, 0.6)}) == 1
+    assert best_candidate({3: score(0.0, 0.0), 1: score(0.0, 0.0)}) == 1
+
+
 def test_env_reward_arm_needs_no_llm(tmp_path):
     run_dir = tmp_path / "run"
     nowhere = ["llm.base_url=http://127.0.0.1:9/v1", "llm.max_attempts=1", "llm.cache_dir=null"]
@@ -150,6 +187,7 @@ def test_env_reward_arm_needs_no_llm(tmp_path):
         ("text2reward.arm=llm", "arm"),
         ("+text2reward.candidate=3", "candidate"),
         ("text2reward.smoke_steps=0", "smoke_steps"),
+        ("text2reward.best_of=0", "best_of"),
         ("text2reward.sandbox.memory_mb=-1", "memory_mb"),
         ("+text2reward.sandbox.disk_mb=1", "disk_mb"),
         ("+text2reward.generation.sample=2", "sample"),

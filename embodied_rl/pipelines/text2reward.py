@@ -26,15 +26,17 @@ answers, code, rejection reasons and smoke test), program.py and selected.json (
 
 from __future__ import annotations
 
+import copy
 import functools
+import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from embodied_rl.files import atomic_write, write_json
 from embodied_rl.llm import LLMError
@@ -69,6 +71,8 @@ class Text2RewardConfig:
     arm: str = "generated"
     instruction: str = ""  # "": the Meta-World task's goal text
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    best_of: int = 1  # programs trained for `candidate_steps` each, the best one continued (1: no selection)
+    candidate_steps: int = 20000  # SAC steps of each candidate when best_of > 1
     smoke_episodes: int = 2
     smoke_steps: int = 20
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
@@ -83,7 +87,11 @@ class Text2RewardConfig:
             self.sandbox = settings_from_mapping(SandboxLimits, self.sandbox, "text2reward sandbox")
         check_field_types(self, "text2reward settings", prefix="text2reward.")
         check_field_types(self.sandbox, "text2reward sandbox settings", prefix="text2reward.sandbox.")
-        check_ranges("text2reward settings", vars(self), dict.fromkeys(("smoke_episodes", "smoke_steps"), ">= 1"))
+        check_ranges(
+            "text2reward settings",
+            vars(self),
+            dict.fromkeys(("best_of", "candidate_steps", "smoke_episodes", "smoke_steps"), ">= 1"),
+        )
         positive = dict.fromkeys(("cpu_seconds", "memory_mb", "call_timeout_s", "start_timeout_s"), "> 0")
         check_ranges("text2reward sandbox settings", vars(self.sandbox), positive, prefix="text2reward.sandbox.")
         if self.arm == "generated":
@@ -94,6 +102,12 @@ class Text2RewardConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Text2RewardConfig:
         return settings_from_mapping(cls, values, "text2reward")
+
+
+def best_candidate(scores: Mapping[int, Mapping[str, float]]) -> int:
+    """The sample index with the highest final success rate, then best success rate, then the lowest index.
+    Returns are not compared: each program's return is on its own scale."""
+    return max(scores, key=lambda i: (scores[i]["success_rate"], scores[i]["best_success_rate"], -i))
 
 
 class SandboxReward(gym.Wrapper):
@@ -158,13 +172,14 @@ class Text2RewardPipeline(Pipeline):
             raise ConfigError(f"text2reward needs an environment abstraction: {err}") from None
         out = run.run_dir / OUT
         out.mkdir(parents=True, exist_ok=True)
-        code = self.program(run, out, task, abstraction)
-        wrappers = [
-            functools.partial(SnapshotInfo, abstraction=abstraction),
-            functools.partial(SandboxReward, source=code, limits=self.settings.sandbox, workdir=str(out)),
-        ]
+        program_path = out / "program.py"
+        if run.resuming and program_path.exists():
+            run.logger.summary(f"[text2reward] resumed with {program_path} (nothing asked again)")
+            code = program_path.read_text()
+        else:
+            code, run = self.select(run, out, task, abstraction)
         try:
-            return run.train_online(wrappers=wrappers)
+            return run.train_online(wrappers=self.wrappers(code, abstraction, out))
         except CandidateFailed as err:
             reason = str(err)
             write_json(out / "failure.json", {"during": "training", "reason": reason})
@@ -184,12 +199,68 @@ class Text2RewardPipeline(Pipeline):
         except ValueError:
             raise ConfigError(f"{task} has no goal text: give text2reward.instruction='...'") from None
 
-    def program(self, run: Run, out: Path, task: str, abstraction: Any) -> str:
-        """The program to train on: read back on resume, else generated, checked and smoke-tested here."""
-        program_path = out / "program.py"
-        if run.resuming and program_path.exists():
-            run.logger.summary(f"[text2reward] resumed with {program_path} (nothing asked again)")
-            return program_path.read_text()
+    def wrappers(self, code: str, abstraction: Any, out: Path) -> list:
+        """The env wrappers of a generated reward: the snapshot in info, then the program's reward from it."""
+        return [
+            functools.partial(SnapshotInfo, abstraction=abstraction),
+            functools.partial(SandboxReward, source=code, limits=self.settings.sandbox, workdir=str(out)),
+        ]
+
+    def select(self, run: Run, out: Path, task: str, abstraction: Any) -> tuple[str, Run]:
+        """The program to train on and the run to train it in: the only (or first) program passing the checks and
+        the smoke test; with `best_of` > 1, the best of that many after `candidate_steps` of SAC each, whose
+        checkpoint the run continues from (the returned run resumes)."""
+        s = self.settings
+        passing, records, instruction = self.generate(run, out, task, abstraction)
+        chosen, scores = passing[0], {}
+        if s.best_of > 1 and len(passing) > 1:
+            for index, code in passing[: s.best_of]:
+                scores[index] = self.train_candidate(run, out, index, code, abstraction)
+                write_json(out / "best_of.json", scores)
+            trained = [i for i in scores if "failed" not in scores[i]]
+            if not trained:
+                failures = "; ".join(f"sample {i}: {score['failed']}" for i, score in scores.items())
+                raise GeneratedRewardFailed(f"every candidate failed in training ({failures}); see {out}")
+            best = best_candidate({i: scores[i] for i in trained})
+            chosen = next(pair for pair in passing if pair[0] == best)
+            shutil.copytree(out / f"candidate_{best}" / "checkpoints", run.run_dir / "checkpoints")
+            run = replace(run, resuming=True)
+        index, code = chosen
+        selected = {"index": index, "instruction": instruction, "code": code, "best_of": scores}
+        write_json(out / "selected.json", selected)
+        with atomic_write(out / "program.py") as f:
+            f.write(code)
+        run.logger.summary(f"[text2reward] training on sample {index} of {len(records)} ({out / 'program.py'})")
+        return code, run
+
+    def train_candidate(self, run: Run, out: Path, index: int, code: str, abstraction: Any) -> dict[str, Any]:
+        """SAC for `candidate_steps` on one program in <out>/candidate_<index>/; its final evaluation's success
+        (0 when the program failed in training, with the reason)."""
+        where = out / f"candidate_{index}"
+        cfg = copy.deepcopy(run.cfg)
+        with open_dict(cfg):
+            cfg.trainer.total_steps = self.settings.candidate_steps
+            cfg.run_dir = str(where)
+        logger = run.logger_for(f"{OUT}/candidate_{index}")
+        try:
+            results = Run(cfg, where, run.device, logger).train_online(wrappers=self.wrappers(code, abstraction, out))
+        except CandidateFailed as err:
+            return {"success_rate": 0.0, "best_success_rate": 0.0, "failed": str(err)}
+        finally:
+            logger.close()
+        final, best = results.get("final") or {}, results.get("best") or {}
+        score = {
+            "success_rate": final.get("success_rate", 0.0),
+            "best_success_rate": best.get("success_rate", 0.0),
+            "return_mean": final.get("return_mean"),  # on the program's own scale: not compared across programs
+            "steps": results.get("steps"),
+        }
+        run.logger.summary(f"[text2reward] candidate {index}: final success {score['success_rate']:.2f}")
+        return score
+
+    def generate(self, run: Run, out: Path, task: str, abstraction: Any) -> tuple[list[tuple[int, str]], list, str]:
+        """The (index, code) of the samples that pass the checks and the smoke test, in sample order (at least one,
+        else GeneratedRewardFailed), all records, and the instruction; records saved in `out`."""
         from embodied_rl.llm import LLMClient, LLMSettings
 
         s = self.settings
@@ -201,25 +272,20 @@ class Text2RewardPipeline(Pipeline):
             write_json(out / "requests.json", client.requests)
         records = [candidate.to_dict() for candidate in candidates]
         trajectories = self.smoke_rollouts(run, abstraction)
-        chosen = None
+        passing = []
         for candidate, record in zip(candidates, records):
-            if not candidate.accepted or chosen is not None:
+            if not candidate.accepted or len(passing) >= s.best_of:
                 continue
             record["smoke_test"] = report = self.smoke(candidate.program.source, trajectories, out)
             if report["ok"]:
-                chosen = candidate
+                passing.append((candidate.index, candidate.program.source))
             else:
                 record["reason"] = f"smoke test: {report['problem']}"
         write_json(out / "candidates.json", {"task": task, "instruction": instruction, "candidates": records})
-        if chosen is None:
+        if not passing:
             reasons = "; ".join(f"sample {r['index']}: {r['reason']}" for r in records)
             raise GeneratedRewardFailed(f"no usable reward program among {len(records)} samples ({reasons}); see {out}")
-        code = chosen.program.source
-        write_json(out / "selected.json", {"index": chosen.index, "instruction": instruction, "code": code})
-        with atomic_write(program_path) as f:
-            f.write(code)
-        run.logger.summary(f"[text2reward] training on sample {chosen.index} of {len(records)} ({program_path})")
-        return code
+        return passing, records, instruction
 
     def smoke(self, source: str, trajectories: list, out: Path) -> dict[str, Any]:
         """`smoke_test` of a program in its own sandbox on the rollouts, with the mean reward it gave."""
@@ -262,4 +328,11 @@ class Text2RewardPipeline(Pipeline):
         return trajectories
 
 
-__all__ = ["ARMS", "GeneratedRewardFailed", "SandboxReward", "Text2RewardConfig", "Text2RewardPipeline"]
+__all__ = [
+    "ARMS",
+    "GeneratedRewardFailed",
+    "best_candidate",
+    "SandboxReward",
+    "Text2RewardConfig",
+    "Text2RewardPipeline",
+]
