@@ -161,6 +161,34 @@ def test_best_of_n_trains_each_candidate_and_continues_the_best(tmp_path):
         assert all(int(row["step"]) > 100 for row in csv.DictReader(f))
 
 
+def test_a_refinement_round_sends_the_statistics_and_feedback_and_trains_the_revision(tmp_path):
+    from llm_server import OpenAICompatibleServer
+
+    revised = DISTANCE.replace("- 10.0", "- 30.0")
+
+    def answer(request):
+        return revised if "We trained SAC" in request.text else DISTANCE
+
+    run_dir = tmp_path / "run"
+    with OpenAICompatibleServer(answer=answer) as server:
+        llm = [f"llm.base_url={server.url}", f"llm.cache_dir={tmp_path / 'cache'}", "llm.model=test-llm"]
+        refine = [
+            "text2reward.refine_rounds=1",
+            "text2reward.candidate_steps=60",
+            "text2reward.feedback_text=Too slow.",
+        ]
+        assert train_in_process(t2r_args(run_dir, *llm, *refine))["steps"] == 60
+        assert server.requests == 2
+        prompt = server.last_request.text
+    assert "Too slow." in prompt and "success rate" in prompt and "mean return" in prompt
+    out = run_dir / "text2reward"
+    record = json.loads((out / "round_1.json").read_text())
+    assert record["score"]["steps"] == 60 and record["curves"] and record["curves"][0]["return_mean"] < -200
+    assert "- 30.0" in record["revised"] and (out / "program.py").read_text() == record["revised"]
+    assert "- 10.0" in record["trained"]
+    assert all(r < -600 for r in episode_returns(run_dir))  # the revised program's reward (below -30 per step)
+
+
 def test_best_candidate_prefers_success_then_best_success_then_the_first():
     from embodied_rl.pipelines.text2reward import best_candidate
 
@@ -188,6 +216,7 @@ def test_env_reward_arm_needs_no_llm(tmp_path):
         ("+text2reward.candidate=3", "candidate"),
         ("text2reward.smoke_steps=0", "smoke_steps"),
         ("text2reward.best_of=0", "best_of"),
+        ("text2reward.refine_rounds=-1", "refine_rounds"),
         ("text2reward.sandbox.memory_mb=-1", "memory_mb"),
         ("+text2reward.sandbox.disk_mb=1", "disk_mb"),
         ("+text2reward.generation.sample=2", "sample"),

@@ -27,7 +27,9 @@ answers, code, rejection reasons and smoke test), program.py and selected.json (
 from __future__ import annotations
 
 import copy
+import csv
 import functools
+import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -73,6 +75,8 @@ class Text2RewardConfig:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     best_of: int = 1  # programs trained for `candidate_steps` each, the best one continued (1: no selection)
     candidate_steps: int = 20000  # SAC steps of each candidate when best_of > 1
+    refine_rounds: int = 0  # rounds of: train `candidate_steps`, feed the statistics back, take the revised program
+    feedback_text: str = ""  # a person's comments added to every refinement prompt
     smoke_episodes: int = 2
     smoke_steps: int = 20
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
@@ -90,7 +94,10 @@ class Text2RewardConfig:
         check_ranges(
             "text2reward settings",
             vars(self),
-            dict.fromkeys(("best_of", "candidate_steps", "smoke_episodes", "smoke_steps"), ">= 1"),
+            {
+                **dict.fromkeys(("best_of", "candidate_steps", "smoke_episodes", "smoke_steps"), ">= 1"),
+                "refine_rounds": ">= 0",
+            },
         )
         positive = dict.fromkeys(("cpu_seconds", "memory_mb", "call_timeout_s", "start_timeout_s"), "> 0")
         check_ranges("text2reward sandbox settings", vars(self.sandbox), positive, prefix="text2reward.sandbox.")
@@ -134,6 +141,56 @@ class SandboxReward(gym.Wrapper):
             self.sandbox.close()
             self.sandbox = None
         super().close()
+
+
+def training_curves(metrics_csv: Path, parts: int = 3) -> list[dict[str, float]]:
+    """Training episodes' return and success averaged over `parts` consecutive stretches of a metrics.csv."""
+    if not metrics_csv.exists():
+        return []
+    with open(metrics_csv) as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train/return")]
+    curves = []
+    for chunk in np.array_split(np.arange(len(rows)), min(parts, len(rows))):
+        picked = [rows[i] for i in chunk]
+        curves.append(
+            {
+                "until_step": int(picked[-1]["step"]),
+                "episodes": len(picked),
+                "return_mean": float(np.mean([float(r["train/return"]) for r in picked])),
+                "success_rate": float(np.mean([float(r["train/success"]) for r in picked])),
+            }
+        )
+    return curves
+
+
+def refinement_prompt(
+    generation: list[dict], code: str, score: Mapping[str, Any], curves: list[dict], feedback_text: str
+) -> list[dict]:
+    """The generation conversation continued with the program trained on and what came of it: the training
+    statistics, a person's comments if any, and a request for a revised program. (Ours; `prompts.
+    refinement_messages` is its owner's stub, so the prompt lives here.)"""
+    lines = [f"We trained SAC on your reward function for {score.get('steps') or 0} environment steps."]
+    if "failed" in score:
+        lines.append(f"Training stopped because the reward function failed: {score['failed']}")
+    else:
+        lines.append(
+            f"Final evaluation: success rate {score['success_rate']:.2f} (judged by the environment's own success "
+            f"flag), best success rate {score['best_success_rate']:.2f}, mean episode length "
+            f"{score.get('episode_length')}, mean return under your reward {score.get('return_mean')}."
+        )
+    for part in curves:
+        lines.append(
+            f"- training episodes up to step {part['until_step']}: {part['episodes']} episodes, mean return "
+            f"{part['return_mean']:.3f}, success rate {part['success_rate']:.2f}"
+        )
+    if feedback_text.strip():
+        lines.append(f"Feedback from a person watching the agent: {feedback_text.strip()}")
+    lines.append(
+        "Revise the reward function so that the agent succeeds more often and sooner. Answer with the whole "
+        "program (imports, helpers and `compute_dense_reward`) in exactly one ```python code block."
+    )
+    answer = f"```python\n{code.strip()}\n```"
+    return [*generation, {"role": "assistant", "content": answer}, {"role": "user", "content": "\n".join(lines)}]
 
 
 class _RecordingClient:
@@ -223,9 +280,12 @@ class Text2RewardPipeline(Pipeline):
                 raise GeneratedRewardFailed(f"every candidate failed in training ({failures}); see {out}")
             best = best_candidate({i: scores[i] for i in trained})
             chosen = next(pair for pair in passing if pair[0] == best)
-            shutil.copytree(out / f"candidate_{best}" / "checkpoints", run.run_dir / "checkpoints")
-            run = replace(run, resuming=True)
+            if s.refine_rounds == 0:  # a refined program trains from scratch: the buffer holds the old rewards
+                shutil.copytree(out / f"candidate_{best}" / "checkpoints", run.run_dir / "checkpoints")
+                run = replace(run, resuming=True)
         index, code = chosen
+        for round_number in range(1, s.refine_rounds + 1):
+            code = self.refine(run, out, round_number, code, abstraction)
         selected = {"index": index, "instruction": instruction, "code": code, "best_of": scores}
         write_json(out / "selected.json", selected)
         with atomic_write(out / "program.py") as f:
@@ -233,15 +293,18 @@ class Text2RewardPipeline(Pipeline):
         run.logger.summary(f"[text2reward] training on sample {index} of {len(records)} ({out / 'program.py'})")
         return code, run
 
-    def train_candidate(self, run: Run, out: Path, index: int, code: str, abstraction: Any) -> dict[str, Any]:
-        """SAC for `candidate_steps` on one program in <out>/candidate_<index>/; its final evaluation's success
-        (0 when the program failed in training, with the reason)."""
-        where = out / f"candidate_{index}"
+    def train_candidate(
+        self, run: Run, out: Path, index: int, code: str, abstraction: Any, name: str | None = None
+    ) -> dict[str, Any]:
+        """SAC for `candidate_steps` on one program in <out>/<name>/ (default candidate_<index>); its final
+        evaluation's success (0 when the program failed in training, with the reason)."""
+        name = name or f"candidate_{index}"
+        where = out / name
         cfg = copy.deepcopy(run.cfg)
         with open_dict(cfg):
             cfg.trainer.total_steps = self.settings.candidate_steps
             cfg.run_dir = str(where)
-        logger = run.logger_for(f"{OUT}/candidate_{index}")
+        logger = run.logger_for(f"{OUT}/{name}")
         try:
             results = Run(cfg, where, run.device, logger).train_online(wrappers=self.wrappers(code, abstraction, out))
         except CandidateFailed as err:
@@ -253,10 +316,53 @@ class Text2RewardPipeline(Pipeline):
             "success_rate": final.get("success_rate", 0.0),
             "best_success_rate": best.get("success_rate", 0.0),
             "return_mean": final.get("return_mean"),  # on the program's own scale: not compared across programs
+            "return_std": final.get("return_std"),
+            "episode_length": final.get("length_mean"),
             "steps": results.get("steps"),
         }
-        run.logger.summary(f"[text2reward] candidate {index}: final success {score['success_rate']:.2f}")
+        run.logger.summary(f"[text2reward] {name}: final success {score['success_rate']:.2f}")
         return score
+
+    # ---------------------------------------------------------------- refinement
+    def refine(self, run: Run, out: Path, round_number: int, code: str, abstraction: Any) -> str:
+        """One refinement round: `code` trained for `candidate_steps` in <out>/round_<n>/, its statistics (and
+        `feedback_text`) sent back in the generation conversation, the revised program checked and smoke-tested.
+        Returns the revised program, or `code` when no revision passed (the round's record says why)."""
+        from embodied_rl.llm import LLMClient, LLMSettings
+        from embodied_rl.rewards.text2reward.generation import judge
+        from embodied_rl.rewards.text2reward.prompts import retry_messages
+
+        s = self.settings
+        name = f"round_{round_number}"
+        score = self.train_candidate(run, out, -1, code, abstraction, name=name)
+        curves = training_curves(out / name / "metrics.csv")
+        first = json.loads((out / "requests.json").read_text())[0]["messages"]  # the generation prompt
+        messages = refinement_prompt(first, code, score, curves, s.feedback_text)
+        client = LLMClient(LLMSettings.from_mapping(s.llm), usage_path=out / f"{name}_llm_usage.json")
+        params = {"temperature": s.generation.temperature, "model": s.generation.model}
+        params |= {"max_tokens": s.generation.max_tokens, "seed": 1000 + round_number}
+        record: dict[str, Any] = {"round": round_number, "trained": code, "score": score, "curves": curves}
+        record["attempts"], revised = [], None
+        rollouts = self.smoke_rollouts(run, abstraction)
+        for _ in range(s.generation.max_retries + 1):
+            answer = client.complete(messages, **params)
+            new_code, program, problem = judge(answer.text, abstraction.attributes)
+            if program is not None:
+                report = self.smoke(program.source, rollouts, out)
+                problem = None if report["ok"] else f"smoke test: {report['problem']}"
+            attempt = {"messages": messages, "answer": answer.text, "code": new_code, "problem": problem}
+            record["attempts"].append(attempt)
+            if problem is None:
+                revised = program.source
+                break
+            messages = retry_messages(messages, answer.text, problem)
+        record["revised"] = revised
+        write_json(out / f"{name}.json", record)
+        if revised is None:
+            run.logger.summary(f"[text2reward] {name}: no revision passed; keeping the program")
+            return code
+        run.logger.summary(f"[text2reward] {name}: revised program accepted")
+        return revised
 
     def generate(self, run: Run, out: Path, task: str, abstraction: Any) -> tuple[list[tuple[int, str]], list, str]:
         """The (index, code) of the samples that pass the checks and the smoke test, in sample order (at least one,
