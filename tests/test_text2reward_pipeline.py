@@ -165,9 +165,12 @@ def test_a_refinement_round_sends_the_statistics_and_feedback_and_trains_the_rev
     from llm_server import OpenAICompatibleServer
 
     revised = DISTANCE.replace("- 10.0", "- 30.0")
+    broken = "```python\ndef compute_dense_reward(obs, action):\n    return 1.0 / 0.0\n```\n"
 
-    def answer(request):
-        return revised if "We trained SAC" in request.text else DISTANCE
+    def answer(request):  # the first revision fails the smoke test, the follow-up's is good
+        if "Please fix this" in request.text:
+            return revised
+        return broken if "We trained SAC" in request.text else DISTANCE
 
     run_dir = tmp_path / "run"
     with OpenAICompatibleServer(answer=answer) as server:
@@ -178,11 +181,14 @@ def test_a_refinement_round_sends_the_statistics_and_feedback_and_trains_the_rev
             "text2reward.feedback_text=Too slow.",
         ]
         assert train_in_process(t2r_args(run_dir, *llm, *refine))["steps"] == 60
-        assert server.requests == 2
-        prompt = server.last_request.text
-    assert "Too slow." in prompt and "success rate" in prompt and "mean return" in prompt
+        assert server.requests == 3
     out = run_dir / "text2reward"
     record = json.loads((out / "round_1.json").read_text())
+    first, second = record["attempts"]
+    prompt = first["messages"][-1]["content"]
+    assert "Too slow." in prompt and "success rate" in prompt and "training episodes up to step" in prompt
+    assert first["problem"].startswith("smoke test") and "ZeroDivisionError" in first["problem"]
+    assert second["problem"] is None and "smoke test" in second["messages"][-1]["content"]
     assert record["score"]["steps"] == 60 and record["curves"] and record["curves"][0]["return_mean"] < -200
     assert "- 30.0" in record["revised"] and (out / "program.py").read_text() == record["revised"]
     assert "- 10.0" in record["trained"]

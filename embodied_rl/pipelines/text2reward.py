@@ -12,16 +12,22 @@ Arms (`arm`), from the same command:
 - `generated`: the above, with the LLM the run's `llm:` settings reach;
 - `env_reward`: SAC on the env's own (expert-written) reward, no LLM.
 
-This first version trains one program: the first of the `generation.samples` candidates that passes the checks
-and the smoke test. Training several candidates on a short budget (best-of-N) and refinement rounds from training
-statistics are not done yet (docs/text2reward.md, "The pipeline").
+Selection and refinement (both optional): with `best_of` > 1, up to that many programs that pass the smoke test
+each get `candidate_steps` of SAC in text2reward/candidate_<i>/, and the run continues the one with the highest final
+success rate (then best success rate, then sample order; returns are on each program's own scale and are not
+compared) from its checkpoint. `refine_rounds` rounds then each train the current program for `candidate_steps` in
+text2reward/round_<n>/, send the statistics (final evaluation, training return and success over three stretches, a
+failure's reason) and `feedback_text` back in the generation conversation, and take the revised program if it passes
+the checks and the smoke test; after refinement the run trains the last program from scratch.
 
 The reward runs per env: each env (training and evaluation; with `trainer.asynchronous_envs=true` inside its own
 process) starts its own sandbox worker and asks it once per step. A program that fails during training ends the run
 with `GeneratedRewardFailed` naming the reason (the command prints one `error:` line); the run directory keeps
 everything in text2reward/: requests.json (every request's messages), candidates.json (each sample's attempts,
-answers, code, rejection reasons and smoke test), program.py and selected.json (the program trained on), failure.json
-(why training stopped, if it did) and llm_usage.json. A resumed run reads program.py back and asks nothing.
+answers, code, rejection reasons and smoke test), best_of.json (candidates' scores), round_<n>.json (each refinement
+round: the program trained, its score and curves, every prompt, answer, code and rejection reason, the revision),
+program.py and selected.json (the program trained on), failure.json (why training stopped, if it did) and the LLM
+usage files. A resumed run reads program.py back and asks nothing.
 """
 
 from __future__ import annotations
