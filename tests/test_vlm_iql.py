@@ -104,7 +104,7 @@ def test_vlm_arm_asks_two_queries_per_pair_and_a_resume_asks_nothing_again(minar
         assert (run_dir / "labels" / "llm_usage.json").exists()
         model_time = (run_dir / "vlm_iql" / "reward_model.pt").stat().st_mtime_ns
 
-        more = vlm_args(run_dir, *llm, "resume=true", "trainer.total_updates=15")
+        more = vlm_args(run_dir, *llm, "resume=true", "trainer.total_updates=15", "llm.concurrency=2")
         assert train_in_process(more)["updates"] == 15
         assert server.requests == 16  # nothing asked again
         assert (run_dir / "vlm_iql" / "reward_model.pt").stat().st_mtime_ns == model_time  # not trained again

@@ -6,7 +6,8 @@ A pipeline is a method built from the shared pieces. It declares
 - `settings_class`: a dataclass of its settings, with `from_mapping(values)` (unknown keys are an error);
 - `top_level_keys`: other top-level config keys it reads (e.g. PEARL's `source:`), allowed in a run that uses it;
 - `outputs`: what it adds to a run directory (removed when the run starts afresh);
-- `resumable`: its settings (relative to its key) that may change when a run resumes;
+- `resumable`: its settings (relative to its key, or under one of its `top_level_keys`) that may change when a
+  run resumes;
 - `added_later`: its settings added after runs were made, each with the value that keeps those runs' behaviour
   (such a run resumes when the new key holds that value);
 - `run(run)`: its steps, e.g. prepare or label data, fit a model, relabel, then hand off to a trainer through
@@ -109,8 +110,11 @@ def resume_rules(cfg: DictConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
     if name is None:
         return (), {}
     pipeline = pipeline_class(name)
+    def full(key: str) -> str:  # a setting under one of its top-level keys (e.g. `llm.concurrency`) is named so
+        return key if key.split(".")[0] in pipeline.top_level_keys else f"{name}.{key}"
+
     return (
-        tuple(f"{name}.{key}" for key in pipeline.resumable),
+        tuple(full(key) for key in pipeline.resumable),
         {f"{name}.{key}": value for key, value in pipeline.added_later.items()},
     )
 
