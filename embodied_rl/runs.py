@@ -140,7 +140,10 @@ def check_run_settings(cfg: DictConfig) -> None:
     (a flag given as `no` would count as true), a seed numpy cannot take, or resume=true with overwrite=true."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     known_prefixes = tuple(f"{group}." for group in (*CONFIG_GROUPS, *pipeline_keys(cfg)))
-    unknown = sorted(k for k in flat if k not in RUN_SETTING_TYPES and not k.startswith(known_prefixes))
+    top_level = pipeline_keys(cfg)  # a pipeline's own top-level settings (e.g. Text2Reward's `instruction`)
+    unknown = sorted(
+        k for k in flat if k not in RUN_SETTING_TYPES and k not in top_level and not k.startswith(known_prefixes)
+    )
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; see configs/config.yaml")
     with config_errors():

@@ -257,3 +257,14 @@ def test_sandbox_reward_wrapper_keeps_the_env_reward():
         assert reward == pytest.approx(expected) and info["env_reward"] >= 0
     finally:
         env.close()
+
+
+def test_the_instruction_is_a_top_level_key_of_text2reward_runs_only():
+    from embodied_rl.pipelines.base import pipeline_for
+    from embodied_rl.runs import check_run_settings, compose_config
+
+    cfg = compose_config(["experiment=text2reward", "instruction=Open the drawer wide."])
+    check_run_settings(cfg)
+    assert pipeline_for(cfg).settings.instruction == "Open the drawer wide."
+    with pytest.raises(ConfigError, match="unknown config key.*instruction"):
+        check_run_settings(compose_config(["experiment=iql", "+instruction=Open the drawer wide."]))

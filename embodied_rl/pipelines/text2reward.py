@@ -216,14 +216,14 @@ class Text2RewardPipeline(Pipeline):
     name = "text2reward"
     settings_class = Text2RewardConfig
     trainer_kinds = ("online",)
-    top_level_keys = ("llm",)
+    top_level_keys = ("llm", "instruction")
     outputs = (OUT,)
 
     @classmethod
     def settings_values(cls, cfg: DictConfig) -> dict[str, Any]:
-        """`text2reward:` with the run's `llm:`."""
+        """`text2reward:` with the run's `llm:` and its top-level `instruction`."""
         llm = OmegaConf.to_container(cfg.llm, resolve=True) if cfg.get("llm") is not None else {}
-        return {**super().settings_values(cfg), "llm": llm}
+        return {**super().settings_values(cfg), "llm": llm, "instruction": str(cfg.get("instruction") or "")}
 
     def run(self, run: Run) -> dict[str, Any]:
         if self.settings.arm == "env_reward":
@@ -260,7 +260,7 @@ class Text2RewardPipeline(Pipeline):
         try:
             return goal_text(task)
         except ValueError:
-            raise ConfigError(f"{task} has no goal text: give text2reward.instruction='...'") from None
+            raise ConfigError(f"{task} has no goal text: give instruction='...'") from None
 
     def wrappers(self, code: str, abstraction: Any, out: Path) -> list:
         """The env wrappers of a generated reward: the snapshot in info, then the program's reward from it."""
