@@ -247,7 +247,7 @@ def test_make_datasets_checks_the_summary_path_before_building(minari_root, tmp_
     import embodied_rl.pipelines.offline_datasets as recipes
 
     built = []
-    monkeypatch.setattr(recipes, "metaworld_tiers", lambda task, *args: built.append(task) or [])
+    monkeypatch.setattr(recipes, "metaworld_tiers", lambda task, *args, **kwargs: built.append(task) or [])
     script = load_script("make_datasets")
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -152,7 +152,9 @@ def test_make_datasets_sets_the_threads_before_building(tmp_path, monkeypatch, c
     import embodied_rl.pipelines.offline_datasets as recipes
 
     built = []
-    monkeypatch.setattr(recipes, "metaworld_tiers", lambda task, *args: built.append(torch.get_num_threads()) or [])
+    monkeypatch.setattr(
+        recipes, "metaworld_tiers", lambda task, *args, **kwargs: built.append(torch.get_num_threads()) or []
+    )
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     torch.set_num_threads(2)
     load_script("make_datasets").main(["metaworld", "--tasks", "reach-v3", "--no-progress", "--threads", "1"])
