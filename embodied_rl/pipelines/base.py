@@ -110,6 +110,7 @@ def resume_rules(cfg: DictConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
     if name is None:
         return (), {}
     pipeline = pipeline_class(name)
+
     def full(key: str) -> str:  # a setting under one of its top-level keys (e.g. `llm.concurrency`) is named so
         return key if key.split(".")[0] in pipeline.top_level_keys else f"{name}.{key}"
 
