@@ -497,6 +497,8 @@ class Checker:
         except SyntaxError as err:
             result.errors.append(f"does not compile: {err.msg} (block line {err.lineno})")
             return
+        if "LLMClient(" in source and not re.search(r"replay|OpenAICompatibleServer", source):
+            result.static_only = "needs an LLM / VLM endpoint"
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
