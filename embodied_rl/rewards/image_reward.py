@@ -48,8 +48,13 @@ from embodied_rl.files import atomic_write
 from embodied_rl.nn.augment import random_shift
 from embodied_rl.nn.cnn import ConvEncoder
 from embodied_rl.nn.fit import FitSettings, fit, split_validation
-from embodied_rl.nn.mlp import ACTIVATIONS, mlp
-from embodied_rl.rewards.preference import SELECT_METRICS, RewardTrainReport, bradley_terry_loss
+from embodied_rl.nn.mlp import mlp
+from embodied_rl.rewards.preference import (
+    TRAINING_RANGES,
+    RewardTrainReport,
+    bradley_terry_loss,
+    head_and_selection_problems,
+)
 from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
 # ---------------------------------------------------------------- settings
@@ -83,20 +88,11 @@ class ImageRewardConfig:
         self.hidden_dims = tuple(self.hidden_dims)
         ranges = {
             **dict.fromkeys(("ensemble_size", "feature_dim", "num_filters", "num_layers"), ">= 1"),
-            **dict.fromkeys(("steps", "batch_size", "eval_every"), ">= 1"),
             "shift_pad": ">= 0",
-            "lr": "> 0",
-            "val_fraction": "[0, 1)",
-            "patience": ">= 0",
+            **TRAINING_RANGES,
         }
         check_ranges("image reward model settings", vars(self), ranges, prefix="reward.")
-        problems = []
-        if any(width < 1 for width in self.hidden_dims):
-            problems.append(f"reward.hidden_dims={list(self.hidden_dims)} (widths must be >= 1)")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"reward.activation={self.activation!r} (must be one of {', '.join(ACTIVATIONS)})")
-        if self.select_metric not in SELECT_METRICS:
-            problems.append(f"reward.select_metric={self.select_metric!r} (must be one of {', '.join(SELECT_METRICS)})")
+        problems = head_and_selection_problems(self)
         if problems:
             raise ValueError(f"invalid image reward model settings: {', '.join(problems)}")
 

@@ -62,6 +62,28 @@ DEFAULT_ENSEMBLE_SIZE = {"mlp": 3, "transformer": 1}  # PEBBLE's reward ensemble
 # ---------------------------------------------------------------- settings
 
 
+# The fit-loop settings every reward model shares (RewardModelConfig, image_reward.ImageRewardConfig).
+TRAINING_RANGES = {
+    **dict.fromkeys(("steps", "batch_size", "eval_every"), ">= 1"),
+    "lr": "> 0",
+    "val_fraction": "[0, 1)",
+    "patience": ">= 0",
+}
+
+
+def head_and_selection_problems(cfg: Any) -> list[str]:
+    """What is wrong with a reward model's MLP head (`hidden_dims`, `activation`) and its best-weights metric
+    (`select_metric`): the checks the reward model settings share."""
+    problems = []
+    if any(width < 1 for width in cfg.hidden_dims):
+        problems.append(f"reward.hidden_dims={list(cfg.hidden_dims)} (widths must be >= 1)")
+    if cfg.activation not in ACTIVATIONS:
+        problems.append(f"reward.activation={cfg.activation!r} (must be one of {', '.join(ACTIVATIONS)})")
+    if cfg.select_metric not in SELECT_METRICS:
+        problems.append(f"reward.select_metric={cfg.select_metric!r} (must be one of {', '.join(SELECT_METRICS)})")
+    return problems
+
+
 @dataclass
 class RewardModelConfig:
     """Architecture, RRL and training of a preference reward model (the `reward:` block of a pipeline's settings).
@@ -97,26 +119,18 @@ class RewardModelConfig:
         ranges = {
             "ensemble_size": "None or >= 1",
             **dict.fromkeys(("embed_dim", "num_layers", "num_heads"), ">= 1"),
-            **dict.fromkeys(("steps", "batch_size", "eval_every"), ">= 1"),
             "dropout": "[0, 1)",
             "variance_target": "> 0",
             "variance_coef": ">= 0",
-            "lr": "> 0",
-            "val_fraction": "[0, 1)",
-            "patience": ">= 0",
+            **TRAINING_RANGES,
         }
         check_ranges("reward model settings", vars(self), ranges, prefix="reward.")
         problems = []
         if self.kind not in REWARD_MODELS:
             problems.append(f"reward.kind={self.kind!r} (must be one of {', '.join(REWARD_MODELS)})")
-        if any(width < 1 for width in self.hidden_dims):
-            problems.append(f"reward.hidden_dims={list(self.hidden_dims)} (widths must be >= 1)")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"reward.activation={self.activation!r} (must be one of {', '.join(ACTIVATIONS)})")
         if self.embed_dim % self.num_heads:
             problems.append(f"reward.embed_dim={self.embed_dim} (must be divisible by num_heads={self.num_heads})")
-        if self.select_metric not in SELECT_METRICS:
-            problems.append(f"reward.select_metric={self.select_metric!r} (must be one of {', '.join(SELECT_METRICS)})")
+        problems += head_and_selection_problems(self)
         if problems:
             raise ValueError(f"invalid reward model settings: {', '.join(problems)}")
 
