@@ -98,6 +98,19 @@ def test_good_program_returns_batched_rewards(places):
         sandbox(snaps, actions)
 
 
+def test_reward_components_come_back_per_env(places):
+    source = body("return float(obs.index[0]), {'index': float(obs.index[0]), 'push': float(action[0])}")
+    snaps, actions = snapshots(3), np.array([[0.1] * 4, [0.2] * 4, [0.3] * 4])
+    with RewardSandbox(source, limits=LIMITS, workdir=places["run"]) as sandbox:
+        np.testing.assert_array_equal(sandbox(snaps, actions), [0.0, 1.0, 2.0])
+        assert list(sandbox.components) == ["index", "push"]
+        np.testing.assert_array_equal(sandbox.components["index"], [0.0, 1.0, 2.0])
+        np.testing.assert_array_equal(sandbox.components["push"], [0.1, 0.2, 0.3])
+    with RewardSandbox(body("return 1.0"), limits=LIMITS, workdir=places["run"]) as sandbox:
+        sandbox(snaps, actions)
+        assert sandbox.components == {}
+
+
 def test_confinement_in_force_as_root(places):
     if os.getuid() != 0:
         pytest.skip("the network namespace and the user switch need root")
@@ -158,6 +171,15 @@ HOSTILE = [
     ("set_attribute", body("obs.ee_position = np.zeros(3)\nreturn 0.0"), "read-only"),
     ("mutate_action", body("action[0] = 2.0\nreturn 0.0"), "read-only"),
     ("missing_attribute", body("return float(obs.velocity[0])"), "no attribute 'velocity'"),
+    ("pair_not_dict", body("return 1.0, 2.0"), "return a float, or (float, dict of components)"),
+    ("triple", body("return 1.0, {}, 2.0"), "return a float, or (float, dict of components)"),
+    ("component_nan", body("return 1.0, {'reach': float('nan')}"), "component 'reach' = nan"),
+    ("component_string", body("return 1.0, {'reach': 'far'}"), "component 'reach' = a value of type str"),
+    ("component_name", body("return 1.0, {'not a name': 1.0}"), "'not a name'; component names must be"),
+    ("component_key_type", body("return 1.0, {3: 1.0}"), "name of type int"),
+    ("too_many_components", body("return 1.0, {n: 1.0 for n in 'abcdefghijklmnopq'}"), "17 reward components"),
+    ("components_differ", body("return 1.0, {'a': 1.0} if obs.index[0] == 0 else {'b': 1.0}"), "environments 0 and 1"),
+    ("pair_reward_nan", body("return float('nan'), {'a': 1.0}"), "returned nan for environment 0"),
     ("no_function", "def reward(obs, action):\n    return 0.0\n", "defines no function compute_dense_reward"),
     ("syntax_error", "def compute_dense_reward(obs, action)\n    return 0.0\n", "does not parse"),
 ]

@@ -25,6 +25,15 @@ def compute_dense_reward(obs, action):
     return -float(np.linalg.norm(obs.ee_position - obs.goal_position)) - 10.0
 ```
 """
+# reports its terms: over a 20-step episode "offset" sums to exactly -200
+WITH_COMPONENTS = """```python
+import numpy as np
+
+def compute_dense_reward(obs, action):
+    reach = -float(np.linalg.norm(obs.ee_position - obs.goal_position))
+    return reach - 10.0, {"reach": reach, "offset": -10.0}
+```
+"""
 # passes the checks and a one-step smoke test (its random action has action[3] <= 0.9), then fails in training
 FAILS_LATER = """```python
 def compute_dense_reward(obs, action):
@@ -170,7 +179,7 @@ def test_a_refinement_round_sends_the_statistics_and_feedback_and_trains_the_rev
     def answer(request):  # the first revision fails the smoke test, the follow-up's is good
         if "Please fix this" in request.text:
             return revised
-        return broken if "We trained SAC" in request.text else DISTANCE
+        return broken if "We trained SAC" in request.text else WITH_COMPONENTS
 
     run_dir = tmp_path / "run"
     with OpenAICompatibleServer(answer=answer) as server:
@@ -186,12 +195,15 @@ def test_a_refinement_round_sends_the_statistics_and_feedback_and_trains_the_rev
     record = json.loads((out / "round_1.json").read_text())
     first, second = record["attempts"]
     prompt = first["messages"][-1]["content"]
-    assert "Too slow." in prompt and "success rate" in prompt and "training episodes up to step" in prompt
+    assert "Too slow." in prompt and "success rate" in prompt and "Training episodes" in prompt
+    assert "offset -200.000 (-200.000 to -200.000)" in prompt and "reach -" in prompt  # the terms' episode sums
+    assert record["components"][0]["components"]["offset"]["mean"] == pytest.approx(-200.0)
     assert first["problem"].startswith("smoke test") and "ZeroDivisionError" in first["problem"]
     assert second["problem"] is None and "smoke test" in second["messages"][-1]["content"]
     assert record["score"]["steps"] == 60 and record["curves"] and record["curves"][0]["return_mean"] < -200
     assert "- 30.0" in record["revised"] and (out / "program.py").read_text() == record["revised"]
     assert "- 10.0" in record["trained"]
+    assert (out / "round_1" / "reward_components.jsonl").exists()
     assert all(r < -600 for r in episode_returns(run_dir))  # the revised program's reward (below -30 per step)
 
 
@@ -268,3 +280,15 @@ def test_the_instruction_is_a_top_level_key_of_text2reward_runs_only():
     assert pipeline_for(cfg).settings.instruction == "Open the drawer wide."
     with pytest.raises(ConfigError, match="unknown config key.*instruction"):
         check_run_settings(compose_config(["experiment=iql", "+instruction=Open the drawer wide."]))
+
+
+def test_locomotion_runs_are_judged_by_the_behaviours_criterion(tmp_path):
+    hopper = ["env.task=mujoco/Hopper-v5", "text2reward.arm=env_reward"]
+    with pytest.raises(ConfigError, match="no success flag.*hopper-forward"):
+        train_in_process(t2r_args(tmp_path / "none", *hopper))
+    with pytest.raises(ConfigError, match="is for mujoco/HalfCheetah-v5"):
+        train_in_process(t2r_args(tmp_path / "wrong", *hopper, "text2reward.behaviour=halfcheetah-backward"))
+    with pytest.raises(ConfigError, match="locomotion tasks"):
+        train_in_process(t2r_args(tmp_path / "mw", "text2reward.behaviour=hopper-forward"))
+    results = train_in_process(t2r_args(tmp_path / "run", *hopper, "text2reward.behaviour=hopper-forward"))
+    assert results["steps"] == 60 and results["final"]["success_rate"] == 0.0  # 20 random steps: not 5 m

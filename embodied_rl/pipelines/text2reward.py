@@ -4,9 +4,10 @@ success flag judges. Flow, top to bottom (`Text2RewardPipeline.run`):
     instruction + the env's abstraction --generate_candidates (LLM, checker, retries)--> N candidate programs
     accepted programs, in sample order --smoke_test in a RewardSandbox on random-action rollouts--> the first
         program that gives a finite float on every step
-    SAC (the run's online trainer) on that program: every env wrapped in SnapshotInfo (info["snapshot"]) and
-        SandboxReward (the reward of each step computed in a sandbox worker from the snapshot the step reached
-        and the action; info["env_reward"] keeps the env's own), success from the env's `success` flag
+    SAC (the run's online trainer) on that program: every env wrapped in SnapshotInfo (info["snapshot"]), the
+        training vector env in SandboxVectorReward (the rewards of each vector step computed in one call to one
+        sandbox worker from the snapshots the step reached and the actions; info["env_reward"] keeps the env's own),
+        success from the env's `success` flag (Meta-World) or the behaviour's criterion (locomotion, `behaviour`)
 
 Arms (`arm`), from the same command:
 - `generated`: the above, with the LLM the run's `llm:` settings reach;
@@ -20,12 +21,17 @@ text2reward/round_<n>/, send the statistics (final evaluation, training return a
 failure's reason) and `feedback_text` back in the generation conversation, and take the revised program if it passes
 the checks and the smoke test; after refinement the run trains the last program from scratch.
 
-The reward runs per env: each env (training and evaluation; with `trainer.asynchronous_envs=true` inside its own
-process) starts its own sandbox worker and asks it once per step. A program that fails during training ends the run
-with `GeneratedRewardFailed` naming the reason (the command prints one `error:` line); the run directory keeps
+The reward is batched per vector step: one sandbox worker per training run, in the training process, asked once per
+vector step for all sub-envs (with `trainer.asynchronous_envs=true` the snapshots come from the sub-env processes
+through `info`). Evaluation episodes are judged by success only; their return is the env's own reward, so returns
+compare across programs and with the env_reward arm (the program's returns are the training episodes', in
+metrics.csv, and per component in text2reward/reward_components.jsonl). A program that fails during training ends
+the run with `GeneratedRewardFailed` naming the reason (the command prints one `error:` line); the run directory keeps
 everything in text2reward/: requests.json (every request's messages), candidates.json (each sample's attempts,
 answers, code, rejection reasons and smoke test), best_of.json (candidates' scores), round_<n>.json (each refinement
-round: the program trained, its score and curves, every prompt, answer, code and rejection reason, the revision),
+round: the program trained, its score, curves and reward components, every prompt, answer, code and rejection
+reason, the revision), reward_components.jsonl (per training episode: its return under the program and the sum of
+each component the program reports, when it returns `(reward, {name: value})`),
 program.py and selected.json (the program trained on), failure.json (why training stopped, if it did) and the LLM
 usage files. A resumed run reads program.py back and asks nothing.
 """
@@ -42,7 +48,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -58,6 +63,15 @@ from embodied_rl.rewards.text2reward import (
     abstraction_for,
     generate_candidates,
     smoke_test,
+)
+from embodied_rl.rewards.text2reward.behaviours import Behaviour, BehaviourSuccess, behaviour_named
+from embodied_rl.rewards.text2reward.prompts import refinement_messages
+from embodied_rl.rewards.text2reward.reward_wrappers import (
+    COMPONENTS_FILE,
+    SandboxReward,
+    SandboxVectorReward,
+    component_curves,
+    read_component_log,
 )
 from embodied_rl.trainers.assembly import Run
 from embodied_rl.trainers.builders import ConfigError
@@ -77,7 +91,8 @@ class Text2RewardConfig:
     """The settings of the text2reward pipeline: configs/text2reward/default.yaml (`text2reward:`) and `llm:`."""
 
     arm: str = "generated"
-    instruction: str = ""  # "": the Meta-World task's goal text
+    instruction: str = ""  # "": the behaviour's instruction (locomotion) or the Meta-World task's goal text
+    behaviour: str = ""  # locomotion: a behaviour of text2reward.behaviours.BEHAVIOURS (its success criterion)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     best_of: int = 1  # programs trained for `candidate_steps` each, the best one continued (1: no selection)
     candidate_steps: int = 20000  # SAC steps of each candidate when best_of > 1
@@ -123,32 +138,6 @@ def best_candidate(scores: Mapping[int, Mapping[str, float]]) -> int:
     return max(scores, key=lambda i: (scores[i]["success_rate"], scores[i]["best_success_rate"], -i))
 
 
-class SandboxReward(gym.Wrapper):
-    """The reward of each step from a generated program run in a `RewardSandbox`: `compute_dense_reward(obs,
-    action)` on the snapshot the step reached (`info["snapshot"]`, from an inner `SnapshotInfo`) and the action.
-    `info["env_reward"]` keeps the env's own reward. The worker starts at the first step, one per env; a failing
-    program raises `CandidateFailed`."""
-
-    def __init__(self, env: gym.Env, source: str, limits: SandboxLimits, workdir: str | None = None):
-        super().__init__(env)
-        self.source, self.limits, self.workdir = source, limits, workdir
-        self.sandbox: RewardSandbox | None = None
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if self.sandbox is None:
-            self.sandbox = RewardSandbox(self.source, limits=self.limits, workdir=self.workdir)
-        info["env_reward"] = reward
-        reward = float(self.sandbox([info["snapshot"]], np.asarray(action)[None])[0])
-        return obs, reward, terminated, truncated, info
-
-    def close(self) -> None:
-        if self.sandbox is not None:
-            self.sandbox.close()
-            self.sandbox = None
-        super().close()
-
-
 def training_curves(metrics_csv: Path, parts: int = 3) -> list[dict[str, float]]:
     """Training episodes' return and success averaged over `parts` consecutive stretches of a metrics.csv."""
     if not metrics_csv.exists():
@@ -167,36 +156,6 @@ def training_curves(metrics_csv: Path, parts: int = 3) -> list[dict[str, float]]
             }
         )
     return curves
-
-
-def refinement_prompt(
-    generation: list[dict], code: str, score: Mapping[str, Any], curves: list[dict], feedback_text: str
-) -> list[dict]:
-    """The generation conversation continued with the program trained on and what came of it: the training
-    statistics, a person's comments if any, and a request for a revised program. (Ours; `prompts.
-    refinement_messages` is its owner's stub, so the prompt lives here.)"""
-    lines = [f"We trained SAC on your reward function for {score.get('steps') or 0} environment steps."]
-    if "failed" in score:
-        lines.append(f"Training stopped because the reward function failed: {score['failed']}")
-    else:
-        lines.append(
-            f"Final evaluation: success rate {score['success_rate']:.2f} (judged by the environment's own success "
-            f"flag), best success rate {score['best_success_rate']:.2f}, mean episode length "
-            f"{score.get('episode_length')}, mean return under your reward {score.get('return_mean')}."
-        )
-    for part in curves:
-        lines.append(
-            f"- training episodes up to step {part['until_step']}: {part['episodes']} episodes, mean return "
-            f"{part['return_mean']:.3f}, success rate {part['success_rate']:.2f}"
-        )
-    if feedback_text.strip():
-        lines.append(f"Feedback from a person watching the agent: {feedback_text.strip()}")
-    lines.append(
-        "Revise the reward function so that the agent succeeds more often and sooner. Answer with the whole "
-        "program (imports, helpers and `compute_dense_reward`) in exactly one ```python code block."
-    )
-    answer = f"```python\n{code.strip()}\n```"
-    return [*generation, {"role": "assistant", "content": answer}, {"role": "user", "content": "\n".join(lines)}]
 
 
 class _RecordingClient:
@@ -226,9 +185,10 @@ class Text2RewardPipeline(Pipeline):
         return {**super().settings_values(cfg), "llm": llm, "instruction": str(cfg.get("instruction") or "")}
 
     def run(self, run: Run) -> dict[str, Any]:
-        if self.settings.arm == "env_reward":
-            return run.train_online()
         task = run.cfg.env.task
+        self.judge = self.success_wrappers(self.behaviour(task))
+        if self.settings.arm == "env_reward":
+            return run.train_online(wrappers=self.judge)
         try:
             abstraction = abstraction_for(task)
         except ValueError as err:
@@ -242,7 +202,7 @@ class Text2RewardPipeline(Pipeline):
         else:
             code, run = self.select(run, out, task, abstraction)
         try:
-            return run.train_online(wrappers=self.wrappers(code, abstraction, out))
+            return run.train_online(**self.wrappers(code, abstraction, out, run.run_dir / OUT))
         except CandidateFailed as err:
             reason = str(err)
             write_json(out / "failure.json", {"during": "training", "reason": reason})
@@ -251,10 +211,37 @@ class Text2RewardPipeline(Pipeline):
             ) from None
 
     # ---------------------------------------------------------------- the method's steps
+    def behaviour(self, task: str) -> Behaviour | None:
+        """The locomotion behaviour judged (`behaviour`, required for locomotion tasks); None for Meta-World."""
+        name = self.settings.behaviour
+        if task.startswith("metaworld/"):
+            if name:
+                raise ConfigError(f"text2reward.behaviour is for locomotion tasks; {task} has its own success flag")
+            return None
+        if not name:
+            from embodied_rl.rewards.text2reward.behaviours import BEHAVIOURS
+
+            known = ", ".join(b.name for b in BEHAVIOURS.values() if b.task == task)
+            raise ConfigError(
+                f"{task} has no success flag: choose what is judged with text2reward.behaviour=<{known or 'none'}>"
+            )
+        try:
+            return behaviour_named(name, task)
+        except ValueError as err:
+            raise ConfigError(f"text2reward.behaviour: {err}") from None
+
+    @staticmethod
+    def success_wrappers(behaviour: Behaviour | None) -> list:
+        """The wrapper setting info["success"] from a locomotion behaviour's criterion (none for Meta-World)."""
+        return [] if behaviour is None else [functools.partial(BehaviourSuccess, behaviour=behaviour)]
+
     def instruction(self, task: str) -> str:
-        """The settings' instruction, or the Meta-World task's goal text."""
+        """The settings' instruction, else the behaviour's (locomotion) or the Meta-World task's goal text."""
         if self.settings.instruction.strip():
             return self.settings.instruction
+        behaviour = self.behaviour(task)
+        if behaviour is not None:
+            return behaviour.instruction
         from embodied_rl.envs.task_descriptions import goal_text
 
         try:
@@ -262,12 +249,21 @@ class Text2RewardPipeline(Pipeline):
         except ValueError:
             raise ConfigError(f"{task} has no goal text: give instruction='...'") from None
 
-    def wrappers(self, code: str, abstraction: Any, out: Path) -> list:
-        """The env wrappers of a generated reward: the snapshot in info, then the program's reward from it."""
-        return [
-            functools.partial(SnapshotInfo, abstraction=abstraction),
-            functools.partial(SandboxReward, source=code, limits=self.settings.sandbox, workdir=str(out)),
-        ]
+    def wrappers(self, code: str, abstraction: Any, out: Path, log_dir: Path) -> dict[str, list]:
+        """`Run.train_online`'s wrappers of a generated reward: every env puts its snapshot in info (and is judged by
+        the behaviour's criterion, for locomotion); the training vector env gets the program's rewards from those
+        snapshots, one sandbox call per vector step, with the per-episode components logged in `log_dir`."""
+        reward = functools.partial(
+            SandboxVectorReward,
+            source=code,
+            limits=self.settings.sandbox,
+            workdir=str(out),
+            components_path=log_dir / COMPONENTS_FILE,
+        )
+        return {
+            "wrappers": [*self.judge, functools.partial(SnapshotInfo, abstraction=abstraction)],
+            "vector_wrappers": [reward],
+        }
 
     def select(self, run: Run, out: Path, task: str, abstraction: Any) -> tuple[str, Run]:
         """The program to train on and the run to train it in: the only (or first) program passing the checks and
@@ -312,7 +308,7 @@ class Text2RewardPipeline(Pipeline):
             cfg.run_dir = str(where)
         logger = run.logger_for(f"{OUT}/{name}")
         try:
-            results = Run(cfg, where, run.device, logger).train_online(wrappers=self.wrappers(code, abstraction, out))
+            results = Run(cfg, where, run.device, logger).train_online(**self.wrappers(code, abstraction, out, where))
         except CandidateFailed as err:
             return {"success_rate": 0.0, "best_success_rate": 0.0, "failed": str(err)}
         finally:
@@ -321,7 +317,7 @@ class Text2RewardPipeline(Pipeline):
         score = {
             "success_rate": final.get("success_rate", 0.0),
             "best_success_rate": best.get("success_rate", 0.0),
-            "return_mean": final.get("return_mean"),  # on the program's own scale: not compared across programs
+            "return_mean": final.get("return_mean"),  # evaluation episodes' return under the env's own reward
             "return_std": final.get("return_std"),
             "episode_length": final.get("length_mean"),
             "steps": results.get("steps"),
@@ -342,12 +338,14 @@ class Text2RewardPipeline(Pipeline):
         name = f"round_{round_number}"
         score = self.train_candidate(run, out, -1, code, abstraction, name=name)
         curves = training_curves(out / name / "metrics.csv")
+        components = component_curves(read_component_log(out / name / COMPONENTS_FILE))
         first = json.loads((out / "requests.json").read_text())[0]["messages"]  # the generation prompt
-        messages = refinement_prompt(first, code, score, curves, s.feedback_text)
+        messages = refinement_messages(first, code, score, curves, components, s.feedback_text)
         client = LLMClient(LLMSettings.from_mapping(s.llm), usage_path=out / f"{name}_llm_usage.json")
         params = {"temperature": s.generation.temperature, "model": s.generation.model}
         params |= {"max_tokens": s.generation.max_tokens, "seed": 1000 + round_number}
         record: dict[str, Any] = {"round": round_number, "trained": code, "score": score, "curves": curves}
+        record["components"] = components
         record["attempts"], revised = [], None
         rollouts = self.smoke_rollouts(run, abstraction)
         for _ in range(s.generation.max_retries + 1):

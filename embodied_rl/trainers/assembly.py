@@ -4,10 +4,11 @@ A `Run` is what a run directory is being used for right now: the (resolved, chec
 device, the logger and whether it continues from a checkpoint. Its two library calls start the training that
 `trainer.kind` names, so that a pipeline (or a notebook, or a test) starts a run without Hydra:
 
-    run.train_online(wrappers=[...])         # SAC and friends: vector envs -> replay buffer -> OnlineTrainer
+    run.train_online(wrappers=[...], vector_wrappers=[...])  # SAC and friends: vector envs -> replay -> OnlineTrainer
     run.train_offline(prepare=...)           # IQL / TD3+BC / BC: a dataset -> Transitions -> OfflineTrainer
 
 `wrappers` (gymnasium wrappers, e.g. a learned reward replacing the env's) go to every env the run builds;
+`vector_wrappers` wrap the training vector env as a whole (e.g. a reward computed for all sub-envs in one batch);
 `prepare(run, trajectories, env)` turns the loaded dataset into the one trained on (a pipeline labels or relabels
 it there). `embodied_rl.runs.train` builds a `Run` from a config and calls one of them (or a pipeline that does).
 """
@@ -110,9 +111,12 @@ class Run:
         return OmegaConf.to_container(self.cfg.agent, resolve=True)
 
     # ---------------------------------------------------------------- online
-    def train_online(self, wrappers: Sequence[Callable] = ()) -> dict[str, Any]:
+    def train_online(
+        self, wrappers: Sequence[Callable] = (), vector_wrappers: Sequence[Callable] = ()
+    ) -> dict[str, Any]:
         """Vector envs, agent, replay buffer and `OnlineTrainer`, resumed when the run continues; trains and
-        returns the trainer's results. `wrappers` wrap every env (training and evaluation), outermost."""
+        returns the trainer's results. `wrappers` wrap every env (training and evaluation), outermost;
+        `vector_wrappers` (gymnasium VectorWrappers) then wrap the training vector env, in order."""
         from embodied_rl.data import ReplayBuffer
         from embodied_rl.envs import make_env, make_vector_env
 
@@ -120,6 +124,8 @@ class Run:
         env_cfg = self.env_config()
         with config_errors():
             envs = make_vector_env(env_cfg, num_envs=t.num_envs, asynchronous=t.asynchronous_envs, wrappers=wrappers)
+        for wrap in vector_wrappers:
+            envs = wrap(envs)
         eval_env = make_env(env_cfg, wrappers=wrappers)
         try:
             with config_errors():

@@ -14,9 +14,9 @@ the examples' instructions and the query: rare shared words ("drawer", "button")
 ("the", "block" where every example has it). Ties go to the task name, alphabetically, so selection is
 deterministic. No scikit-learn: twenty lines of `collections.Counter` do it.
 
-Follow-ups: `retry_messages` continues a conversation after a rejected answer. Refinement from training results
-or human feedback (issue 8, section 4) will add its own prompt builder next to it: `refinement_messages` marks
-that boundary.
+Follow-ups: `retry_messages` continues a conversation after a rejected answer; `refinement_messages` after a
+program was trained on, with the training statistics (success, episode returns and lengths, each reward component's
+values over training, as Eureka's feedback does) and a person's comments (Text2Reward's human feedback).
 
 Messages are plain chat-completions dicts (`{"role": ..., "content": text}`), built here rather than with
 `embodied_rl.llm`'s helpers: `rewards` and `llm` are packages of the same layer and do not import each other.
@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from embodied_rl.envs.task_descriptions import GOAL_TEXTS
 from embodied_rl.rewards.text2reward.checker import FUNCTION_NAME, RULES
@@ -60,7 +61,8 @@ Dense rewards for manipulation are usually built from a few parts:
   than the penalties cost."""
 FORMAT = f"""\
 Write the function `def {FUNCTION_NAME}(obs, action) -> float`. `obs` is the current observation as described
-above; `action` is the action about to be taken (a numpy array). Return one finite float.
+above; `action` is the action about to be taken (a numpy array). Return one finite float, or a pair
+`(reward, {{"name": value, ...}})` naming the terms it adds up (we report each term's values back after training).
 Answer with exactly one ```python code block holding the imports and the function (and any small helpers), and
 keep any explanation short and outside the block."""
 
@@ -164,6 +166,51 @@ def _message(role: str, text: str) -> dict:
     return {"role": role, "content": text}
 
 
-def refinement_messages(*args: object, **kwargs: object) -> list[dict]:
-    """Feedback prompts from training statistics or a person's comments (issue 8, section 4): not written yet."""
-    raise NotImplementedError("refinement prompts come with issue 8, section 4")
+def refinement_messages(
+    conversation: list[dict],
+    code: str,
+    score: Mapping[str, Any],
+    curves: Sequence[Mapping[str, Any]],
+    components: Sequence[Mapping[str, Any]] = (),
+    feedback_text: str = "",
+) -> list[dict]:
+    """`conversation` (the generation prompt) continued with the program trained on and what came of it.
+
+    `score`: the training's final evaluation (`success_rate`, `best_success_rate`, `episode_length`, `steps`) or
+    `failed` (the reason); `curves`: training episodes' return and success over consecutive stretches
+    (`until_step`, `episodes`, `return_mean`, `success_rate`); `components`: each reward component's episode sums
+    over stretches (`until_env_steps`, `episodes`, `components`: name -> mean / min / max); `feedback_text`: a
+    person's comments."""
+    lines = [f"We trained SAC on your reward function for {score.get('steps') or 0} environment steps."]
+    if "failed" in score:
+        lines.append(f"Training stopped because the reward function failed: {score['failed']}")
+    else:
+        lines.append(
+            f"Final evaluation: success rate {score['success_rate']:.2f} (judged by the environment's own success "
+            f"criterion), best success rate {score['best_success_rate']:.2f}, mean episode length "
+            f"{score.get('episode_length')}."
+        )
+    if curves:
+        lines.append("Training episodes (return under your reward function):")
+    for part in curves:
+        lines.append(
+            f"- up to step {part['until_step']}: {part['episodes']} episodes, mean return "
+            f"{part['return_mean']:.3f}, success rate {part['success_rate']:.2f}"
+        )
+    if components:
+        lines.append("Each reward term summed over an episode (mean, min, max over the episodes of a stretch):")
+    for part in components:
+        terms = ", ".join(
+            f"{name} {stat['mean']:.3f} ({stat['min']:.3f} to {stat['max']:.3f})"
+            for name, stat in part["components"].items()
+        )
+        lines.append(f"- up to step {part['until_env_steps']} ({part['episodes']} episodes): {terms}")
+    if feedback_text.strip():
+        lines.append(f"Feedback from a person watching the agent: {feedback_text.strip()}")
+    lines.append(
+        "Revise the reward function so that the agent succeeds more often and sooner: terms that barely change "
+        "during training give the agent no signal, and terms much larger than the others drown them out. Answer "
+        "with the whole program (imports, helpers and `compute_dense_reward`) in exactly one ```python code block."
+    )
+    answer = f"```python\n{code.strip()}\n```"
+    return [*conversation, _message("assistant", answer), _message("user", "\n".join(lines))]

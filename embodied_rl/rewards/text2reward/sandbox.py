@@ -6,6 +6,9 @@ one batch of snapshots and actions per vector step, and gets back one float64 pe
 before the program runs (see `sandbox_worker`: network namespace, resource limits, the `nobody` user, a seccomp
 filter, a checked program with minimal builtins); this side adds the wall-clock timeouts and kills the worker.
 
+A program may return `(reward, {name: value})` instead of a float: the components of its reward (as Eureka's
+programs do), kept per call in `components` for the refinement feedback.
+
 Replies are parsed as raw bytes with a fixed layout, never unpickled, so even a worker the program took over
 cannot run code in the caller. Any failure (exception, timeout, CPU or memory limit, non-finite or wrong value,
 crash, a malformed reply) raises `CandidateFailed` with a sentence fit to show an LLM; the worker is then gone
@@ -35,6 +38,7 @@ import numpy as np
 
 WORKER = Path(__file__).with_name("sandbox_worker.py")
 MAX_REASON_BYTES = 4096
+MAX_COMPONENTS, MAX_COMPONENT_NAME = 16, 40  # as the worker's (sandbox_worker.MAX_COMPONENTS, ...)
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
 
 
@@ -97,6 +101,7 @@ class RewardSandbox:
         self.workdir = Path(workdir) if workdir is not None else None
         self.stats = SandboxStats()
         self.confinement = ""  # the worker's report of the confinement in force
+        self.components: dict[str, np.ndarray] = {}  # the last call's reward components, name -> (N,), if any
         self._python_guards = _python_guards
         self._process: subprocess.Popen | None = None
         self._cwd: str | None = None
@@ -167,7 +172,8 @@ class RewardSandbox:
 
     # ---------------------------------------------------------------- calls
     def __call__(self, snapshots: Sequence[Mapping[str, np.ndarray]], actions: np.ndarray) -> np.ndarray:
-        """Rewards (N,) float64 of N envs' snapshots and actions, in one round trip."""
+        """Rewards (N,) float64 of N envs' snapshots and actions, in one round trip; the program's reward
+        components, if it returns them, in `self.components`."""
         if self._process is None:
             self.start() if not self._closed else self._check_usable()
         actions = np.asarray(actions, dtype=np.float64)
@@ -178,16 +184,32 @@ class RewardSandbox:
         batch = [{str(k): np.asarray(v, dtype=np.float64) for k, v in s.items()} for s in snapshots]
         started = time.perf_counter()
         deadline = time.monotonic() + self.limits.call_timeout_s
-        tag, payload = self._exchange((batch, actions), deadline, f"{self.function_name}()", 8 * len(batch))
-        if tag != b"R" or len(payload) != 8 * len(batch):
-            self._fail(f"the worker sent a malformed reply ({tag!r}, {len(payload)} bytes for {len(batch)} envs)")
-        rewards = np.frombuffer(payload, dtype="<f8").astype(np.float64)
+        most = 4 + MAX_COMPONENTS * (MAX_COMPONENT_NAME + 1) + 8 * len(batch) * (1 + MAX_COMPONENTS)
+        tag, payload = self._exchange((batch, actions), deadline, f"{self.function_name}()", most)
+        rewards, self.components = self._rewards_from(tag, payload, len(batch))
         bad = np.flatnonzero(~np.isfinite(rewards))
         if bad.size:  # the worker checks this too; a worker the program took over might not
             self._fail(f"{self.function_name}() returned {rewards[bad[0]]} for environment {bad[0]}")
         self.stats.calls += 1
         self.stats.seconds += time.perf_counter() - started
         return rewards
+
+    def _rewards_from(self, tag: bytes, payload: bytes, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Rewards (n,) and components {name: (n,)} of a "R" or "C" reply, checked byte for byte."""
+        names: list[str] = []
+        if tag == b"C" and len(payload) >= 4:
+            size = struct.unpack("<I", payload[:4])[0]
+            header, payload = payload[4 : 4 + size], payload[4 + size :]
+            names = header.decode("utf-8", "replace").split("\n")
+            valid = [name.isidentifier() and len(name) <= MAX_COMPONENT_NAME for name in names]
+            if not all(valid) or len(names) > MAX_COMPONENTS or len(set(names)) != len(names):
+                self._fail(f"the worker sent malformed reward component names ({header[:80]!r})")
+        elif tag != b"R":
+            self._fail(f"the worker sent a malformed reply ({tag!r}, {len(payload)} bytes for {n} envs)")
+        if len(payload) != 8 * n * (1 + len(names)):
+            self._fail(f"the worker sent a malformed reply ({tag!r}, {len(payload)} bytes for {n} envs)")
+        table = np.frombuffer(payload, dtype="<f8").astype(np.float64).reshape(n, 1 + len(names))
+        return table[:, 0].copy(), {name: table[:, 1 + k].copy() for k, name in enumerate(names)}
 
     # ---------------------------------------------------------------- plumbing
     def _check_usable(self) -> None:
@@ -204,13 +226,14 @@ class RewardSandbox:
 
     def _exchange(self, message, deadline: float, what: str, result_bytes: int = 0) -> tuple[bytes, bytes]:
         """Send one message, read one reply (tag, payload); an "E" reply, a timeout or the worker's end fail.
-        A "R" reply must hold exactly `result_bytes`, any other at most MAX_REASON_BYTES."""
+        A "R" or "C" reply must hold at most `result_bytes`, any other at most MAX_REASON_BYTES."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._write(struct.pack("<I", len(data)) + data, deadline, what)
             header = self._read(5, deadline, what)
             tag, length = header[:1], struct.unpack("<I", header[1:])[0]
-            if tag not in (b"R", b"E", b"K") or length > (result_bytes if tag == b"R" else MAX_REASON_BYTES):
+            most = result_bytes if tag in (b"R", b"C") else MAX_REASON_BYTES
+            if tag not in (b"R", b"C", b"E", b"K") or length > most:
                 self._fail(f"the worker sent a malformed reply while running {what}")
             payload = self._read(length, deadline, what)
         except (BrokenPipeError, EOFError):

@@ -6,8 +6,10 @@ library and numpy only. The parent speaks on fd 0 and listens on fd 1; the worke
 and points 0, 1 and 2 at /dev/null, so the generated code's prints go nowhere.
 
 Messages: parent -> worker: 4-byte little-endian length + pickle (the parent is trusted). Worker -> parent: one
-tag byte + 4-byte length + payload, never a pickle: b"R" + float64 bytes (one per env), b"E" + UTF-8 reason,
-b"K" + UTF-8 report of the confinement in force (after loading). The parent checks every reply.
+tag byte + 4-byte length + payload, never a pickle: b"R" + float64 bytes (one per env), b"C" (a program that returns
+`(reward, {name: value})`) + 4-byte length of the names + the names, UTF-8, one per line + float64 bytes of an
+(N, 1 + K) array (reward, then the K components, per env), b"E" + UTF-8 reason, b"K" + UTF-8 report of the
+confinement in force (after loading). The parent checks every reply.
 
 Confinement, in order (each step is skipped, and reported, where this machine does not allow it):
 1. numpy and math are imported (the only modules the code may use); nothing else is loaded later.
@@ -49,6 +51,8 @@ BLOCKED_ATTRIBUTES = {
     "tb_frame", "tb_next", "co_code",
 }  # fmt: skip
 MAX_REASON = 1500
+MAX_COMPONENTS = 16  # reward components a program may report per call
+MAX_COMPONENT_NAME = 40
 
 
 # ------------------------------------------------------------------ messages
@@ -285,26 +289,64 @@ def load(settings: dict):
     return function
 
 
+def split_components(value, i: int, name: str):
+    """(reward value, components dict or None) of what the program returned for environment i: a plain value, or a
+    `(reward, {name: value})` pair; (None, reason) when a pair is malformed."""
+    if type(value) is not tuple:
+        return value, None
+    if len(value) != 2 or type(value[1]) is not dict:
+        return None, f"{name}() returned a tuple for environment {i}; return a float, or (float, dict of components)"
+    reward, components = value
+    if len(components) > MAX_COMPONENTS:
+        return None, f"{name}() returned {len(components)} reward components; at most {MAX_COMPONENTS} are allowed"
+    for key, part in components.items():
+        if type(key) is not str or not key.isidentifier() or len(key) > MAX_COMPONENT_NAME:
+            shown = repr(key[:MAX_COMPONENT_NAME]) if type(key) is str else f"of type {type(key).__name__}"
+            return None, (
+                f"{name}() returned a component name {shown}; component names must be identifiers of at most "
+                f"{MAX_COMPONENT_NAME} characters"
+            )
+        try:
+            number = as_reward(part)
+        except OverflowError:
+            number = math.inf
+        if number is None or not math.isfinite(number):
+            shown = describe_type(part) if number is None else number
+            return None, f"{name}() returned component {key!r} = {shown}; it must be a finite float"
+        components[key] = number
+    return reward, components
+
+
 def call_batch(function, name: str, snapshots: list, actions: np.ndarray, source_lines: list[str]):
-    """Rewards of one vector step, or the reason the program failed."""
+    """(rewards (N,), component names, components (N, K)) of one vector step, or (None, None, reason)."""
     rewards = np.empty(len(snapshots))
+    names, components = None, []
     for i, values in enumerate(snapshots):
         action = actions[i].copy()
         action.setflags(write=False)
         try:
             value = function(Snapshot(values), action)
         except BaseException as err:  # noqa: BLE001  (the program's own exceptions, SystemExit included)
-            return None, describe_exception(err, f"{name}()", source_lines)
+            return None, None, describe_exception(err, f"{name}()", source_lines)
+        value, parts = split_components(value, i, name)
+        if isinstance(parts, str):
+            return None, None, parts
+        if i == 0:
+            names = None if parts is None else list(parts)
+        elif (None if parts is None else list(parts)) != names:
+            return None, None, f"{name}() returned different reward components for environments 0 and {i}"
         try:
             reward = as_reward(value)
         except OverflowError:  # an int beyond float range
             reward = math.inf
         if reward is None:
-            return None, f"{name}() returned {describe_type(value)} for environment {i}; it must return a float"
+            return None, None, f"{name}() returned {describe_type(value)} for environment {i}; it must return a float"
         if not math.isfinite(reward):
-            return None, f"{name}() returned {reward} for environment {i}; a reward must be a finite float"
+            return None, None, f"{name}() returned {reward} for environment {i}; a reward must be a finite float"
         rewards[i] = reward
-    return rewards, None
+        if parts is not None:
+            components.append(list(parts.values()))
+    return rewards, names, (np.asarray(components, dtype=np.float64) if names is not None else None)
 
 
 def main() -> None:
@@ -340,12 +382,17 @@ def main() -> None:
         except EOFError:
             return
         try:
-            rewards, reason = timed(call_batch, function, name, snapshots, actions, source_lines)
+            rewards, names, parts = timed(call_batch, function, name, snapshots, actions, source_lines)
         except MemoryError:
-            rewards, reason = None, f"{name}() left the worker out of memory (over the sandbox's memory limit)"
-        if reason is not None:
-            return send_error(replies, reason)
-        send(replies, b"R", rewards.astype("<f8").tobytes())
+            rewards, names, parts = None, None, f"{name}() left the worker out of memory (over the memory limit)"
+        if rewards is None:
+            return send_error(replies, parts)
+        if names is None:
+            send(replies, b"R", rewards.astype("<f8").tobytes())
+        else:
+            header = "\n".join(names).encode()
+            table = np.concatenate([rewards[:, None], parts.reshape(len(rewards), len(names))], axis=1)
+            send(replies, b"C", struct.pack("<I", len(header)) + header + table.astype("<f8").tobytes())
 
 
 if __name__ == "__main__":
