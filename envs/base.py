@@ -1,10 +1,11 @@
 """`SimulatorEnv`: what every base env shares, whichever library simulates it.
 
-A base env owns one library env (``self.sim``: Meta-World's SawyerXYZEnv or a gymnasium MuJoCo env) and
-gives it our conventions: float32 state observations, actions in [-1, 1], ``info["success"]`` and
-``info["state"]`` (the current raw state), one generator seeded by ``reset(seed=...)`` that drives all of the
-task's randomness, and ``render()`` returning an (image_size, image_size, 3) uint8 frame from ``camera``.
-``model``, ``data``, ``camera`` and ``image_size`` are public, so a wrapper (the distractors) can render too.
+A base env owns one library env (``self.sim``: Meta-World's SawyerXYZEnv, a gymnasium MuJoCo env, or an
+adapter around a dm_control suite environment) and gives it our conventions: float32 state observations,
+actions in [-1, 1], ``info["success"]`` and ``info["state"]`` (the current raw state), one generator seeded by
+``reset(seed=...)`` that drives all of the task's randomness, and ``render()`` returning an
+(image_size, image_size, 3) uint8 frame from ``camera``. ``model``, ``data``, ``camera`` and ``image_size``
+are public, so a wrapper (the distractors) can render too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class SimulatorEnv(gym.Env):
     """Base class; subclasses build ``sim`` and implement ``step`` and ``reset_simulator``."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    # Roll upside-down fixed world cameras upright (Meta-World's mujoco-py-era ones); a suite whose cameras
+    # are all meant as they are (DMC's top-down views) turns it off.
+    upright_fixed_cameras = True
 
     def __init__(
         self,
@@ -45,7 +49,7 @@ class SimulatorEnv(gym.Env):
         self.shadows = shadows
         self._first_reset_seed = seed
         self._renderer = None
-        if turn_fixed_cameras_upright(self.model):
+        if self.upright_fixed_cameras and turn_fixed_cameras_upright(self.model):
             mujoco.mj_forward(self.model, self.data)  # refresh the camera poses for a render before reset
 
     def _check_camera(self, camera: str) -> str:

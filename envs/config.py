@@ -19,13 +19,13 @@ DEFAULT_DISTRACTOR_KINDS = ("background", "texture", "bodies", "lighting")
 class EnvConfig:
     """One environment: task, observations and wrappers. See docs/envs.md for every field."""
 
-    task: str = "metaworld/drawer-open-v3"  # "metaworld/<task>-v3" | "mujoco/<Name>-v5" (or a bare name)
+    task: str = "metaworld/drawer-open-v3"  # "metaworld/<task>-v3" | "mujoco/<Name>-v5" | "dmc/<domain>-<task>"
     obs_mode: str = "state"  # "state" | "pixels" | "state+pixels"
     image_size: int = 64  # square frames, pixels
-    camera: str | None = None  # None: the suite default ("corner4" for Meta-World, "track" for locomotion)
-    action_repeat: int = 1  # simulator steps per agent step
+    camera: str | None = None  # None: the suite default (Meta-World "corner4", locomotion "track", DMC camera 0)
+    action_repeat: int = 1  # simulator steps per agent step (RePo / Dreamer use 2 on DMC; set it there)
     frame_stack: int = 1  # observations stacked along the last axis
-    time_limit: int | None = None  # agent steps per episode; None: 500 (Meta-World) or 1000, / action_repeat
+    time_limit: int | None = None  # agent steps per episode; None: 500 (Meta-World) or 1000 (others), / action_repeat
     distractors: str | None = None  # None | "train" | "test": RePo's visual distractors in rendered frames
     distractor_kinds: list[str] = field(default_factory=lambda: list(DEFAULT_DISTRACTOR_KINDS))  # or one name
     seed: int | None = None  # seeds the first reset() (and the distractors); None: fresh entropy

@@ -5,7 +5,8 @@ Predictability") learns a world model from pixels whose task-irrelevant content 
 DeepMind Control with the static background replaced by natural videos, and manipulation scenes with
 changing backgrounds, textures and lighting. It then adapts only the encoder at test time to
 distractors never seen in training. This module produces such observations for the MuJoCo suites of
-this package (Meta-World and gymnasium locomotion), procedurally, so nothing is downloaded:
+this package (Meta-World, gymnasium locomotion and the DeepMind Control Suite), procedurally, so nothing
+is downloaded (procedural videos stand in for RePo's Kinetics clips):
 
 - ``background``: pixels of the background (sky, floor, table, walls) found by a segmentation render
   are replaced by a moving procedural pattern that changes every step, like a video;
@@ -24,6 +25,7 @@ env's own renders and other wrappers are untouched, and there is nothing to rest
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,9 +113,16 @@ SPLIT_SPECS: dict[str, SplitSpec] = {
 class SuiteProfile:
     """What counts as scenery in one suite and where distractor bodies may fly.
 
-    Background geoms are those of the world body plus those of ``scenery_bodies``; ``texture`` recolours
-    them and the geoms of ``decor_bodies``. ``scenery_alpha`` is how much of the rendered scenery stays
-    visible under the pattern (the sky is always fully replaced).
+    Background geoms are those of the world body (only those of ``scenery_geom_types`` when given) plus
+    those of ``scenery_bodies``; ``texture`` recolours them and the geoms of ``decor_bodies``.
+    ``scenery_alpha`` is how much of the rendered scenery stays visible under the pattern (the sky is
+    always fully replaced).
+
+    Distractor bodies fly in a box of ``workspace_centre`` +- ``workspace_half_extent``: world coordinates
+    in metres (moved with the root body's (x, y) when ``follows_robot``), or, with ``camera_relative``,
+    (right, up, depth) coordinates of the camera in units of half the view's width at the box's depth,
+    around a point on the camera's axis just behind the root body (in front of it when that point would be
+    under the floor, as for top-down views), so they stay in view whatever the camera.
     """
 
     name: str
@@ -125,6 +134,9 @@ class SuiteProfile:
     workspace_half_extent: tuple[float, float, float]
     follows_robot: bool  # workspace (x, y) moves with the root body, for robots that travel
     length_scale: float  # metres; scales body sizes and camera shifts
+    scenery_geom_types: tuple[int, ...] | None = None  # world geoms that count as scenery; None: all of them
+    camera_relative: bool = False  # workspace in the camera's frame (see above) instead of the world's
+    depth_behind: float = 0.0  # camera_relative: the box's depth behind the root body, as a fraction of its depth
 
 
 METAWORLD_PROFILE = SuiteProfile(
@@ -152,8 +164,27 @@ LOCOMOTION_PROFILE = SuiteProfile(
 )
 
 
-def suite_profile(model: mujoco.MjModel) -> SuiteProfile:
-    """Meta-World's profile for a model with its table body ``tablelink``, otherwise locomotion's."""
+DMC_PROFILE = SuiteProfile(
+    name="dmc",
+    scenery_bodies=(),
+    decor_bodies=(),
+    scenery_alpha=0.3,  # the floor (its grid, the cue of forward motion) stays faintly visible, as locomotion's
+    default_camera="",  # DMCEnv always names its camera (camera 0 of the domain)
+    workspace_centre=(0.0, 0.1, 0.0),  # camera frame: around the view's centre, behind the robot
+    workspace_half_extent=(1.4, 0.8, 0.3),  # view half-widths: bodies roam most of the image
+    follows_robot=True,
+    length_scale=2.4,  # replaced per model by 1.2 * model.stat.extent (walker 2.4 m, finger 0.8 m, cartpole 5 m)
+    scenery_geom_types=(int(mujoco.mjtGeom.mjGEOM_PLANE),),  # floor, walls; not reacher's target or cartpole's rails
+    camera_relative=True,
+    depth_behind=0.3,
+)
+
+
+def suite_profile(model: mujoco.MjModel, suite: str | None = None) -> SuiteProfile:
+    """The profile of ``suite`` ("dmc", given by the base env), else Meta-World's for a model with its table
+    body ``tablelink``, else locomotion's. DMC's is scaled to the model's size (``model.stat.extent``)."""
+    if suite == DMC_PROFILE.name:
+        return dataclasses.replace(DMC_PROFILE, length_scale=1.2 * float(model.stat.extent))
     return METAWORLD_PROFILE if _body_id(model, "tablelink") >= 0 else LOCOMOTION_PROFILE
 
 
@@ -161,12 +192,19 @@ def _body_id(model: mujoco.MjModel, name: str) -> int:
     return mujoco.mj_name2id(model, _BODY, name)
 
 
-def geoms_of_bodies(model: mujoco.MjModel, body_names: Sequence[str], world: bool) -> np.ndarray:
-    """Boolean mask (ngeom,) of the geoms of the named bodies (and of the world body if ``world``)."""
+def geoms_of_bodies(
+    model: mujoco.MjModel, body_names: Sequence[str], world: bool, world_geom_types: Sequence[int] | None = None
+) -> np.ndarray:
+    """Boolean mask (ngeom,) of the geoms of the named bodies and, if ``world``, of the world body (only
+    those of ``world_geom_types`` when given)."""
     body_ids = [i for i in (_body_id(model, name) for name in body_names) if i >= 0]
+    mask = np.isin(model.geom_bodyid, body_ids)
     if world:
-        body_ids.append(0)
-    return np.isin(model.geom_bodyid, body_ids)
+        of_world = model.geom_bodyid == 0
+        if world_geom_types is not None:
+            of_world &= np.isin(model.geom_type, world_geom_types)
+        mask |= of_world
+    return mask
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -447,10 +485,15 @@ class MovingBody:
     spin_axis: np.ndarray  # (3,) unit
     spin_rate: float  # rad per step
 
-    def pose(self, t: int, anchor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """World position (3,) and flattened rotation matrix (9,) at step ``t``."""
-        position = anchor + self.centre + self.amplitude * np.sin(self.omega * t + self.phase)
-        return position, axis_angle_matrix(self.spin_axis, self.spin_rate * t).ravel()
+    def pose(
+        self, t: int, anchor: np.ndarray, axes: np.ndarray | None = None, scale: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """World position (3,) and flattened rotation matrix (9,) at step ``t``. The path is in the frame of
+        ``axes`` (3, 3: its columns; None: the world's) in units of ``scale`` metres, around ``anchor``."""
+        offset = self.centre + self.amplitude * np.sin(self.omega * t + self.phase)
+        if axes is not None:
+            offset = axes @ (scale * offset)
+        return anchor + offset, axis_angle_matrix(self.spin_axis, self.spin_rate * t).ravel()
 
 
 class DistractorBodies:
@@ -483,13 +526,16 @@ class DistractorBodies:
             )
         return cls(bodies)
 
-    def add_to(self, scene: mujoco.MjvScene, t: int, anchor: np.ndarray) -> None:
-        """Append the bodies to ``scene`` (after ``update_scene``), labelled as objects for segmentation."""
+    def add_to(
+        self, scene: mujoco.MjvScene, t: int, anchor: np.ndarray, axes: np.ndarray | None = None, scale: float = 1.0
+    ) -> None:
+        """Append the bodies to ``scene`` (after ``update_scene``), labelled as objects for segmentation;
+        ``anchor``, ``axes`` and ``scale`` place their paths (`MovingBody.pose`)."""
         for body in self.bodies:
             if scene.ngeom >= scene.maxgeom:
                 return
             geom = scene.geoms[scene.ngeom]
-            position, rotation = body.pose(t, anchor)
+            position, rotation = body.pose(t, anchor, axes, scale)
             mujoco.mjv_initGeom(geom, body.shape, body.size, position, rotation, body.rgba)
             geom.category = int(mujoco.mjtCatBit.mjCAT_DECOR)
             geom.objtype = int(mujoco.mjtObj.mjOBJ_UNKNOWN)
@@ -637,12 +683,14 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         base = env.unwrapped
         self._model: mujoco.MjModel = base.model
         self._data: mujoco.MjData = base.data
-        self.profile = suite_profile(self._model)
+        self.profile = suite_profile(self._model, getattr(base, "suite", None))
         self.camera = camera if camera is not None else self._base_camera(base)
         self.image_size = int(image_size or getattr(base, "image_size", None) or DEFAULT_IMAGE_SIZE)
         self.shadows = bool(getattr(base, "shadows", True) if shadows is None else shadows)
         self.scenery_alpha = self.profile.scenery_alpha if scenery_alpha is None else float(scenery_alpha)
-        self.scenery_geoms = geoms_of_bodies(self._model, self.profile.scenery_bodies, world=True)
+        self.scenery_geoms = geoms_of_bodies(
+            self._model, self.profile.scenery_bodies, world=True, world_geom_types=self.profile.scenery_geom_types
+        )
         decor = geoms_of_bodies(self._model, self.profile.decor_bodies, world=False)
         self.texture_geoms = np.flatnonzero(self.scenery_geoms | decor)
         self._materials = textured_materials(self._model, self.scenery_geoms)
@@ -717,7 +765,26 @@ class DistractorWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if episode.camera is not None:
             episode.camera.apply(scene)
         if episode.bodies is not None:
-            episode.bodies.add_to(scene, self.elapsed_steps, self._workspace_anchor())
+            if self.profile.camera_relative:
+                episode.bodies.add_to(scene, self.elapsed_steps, *self._camera_workspace(scene))
+            else:
+                episode.bodies.add_to(scene, self.elapsed_steps, self._workspace_anchor())
+
+    def _camera_workspace(self, scene: mujoco.MjvScene) -> tuple[np.ndarray, np.ndarray, float]:
+        """Anchor (3,), axes (3, 3: right, up, forward columns) and scale (half the view's width, metres) of
+        the camera-relative workspace: on the camera's axis, ``depth_behind`` further than the root body,
+        or nearer than it when that point would lie under the floor (the lowest scenery geom)."""
+        camera = scene.camera[0]  # before any camera jitter: the bodies do not move with it
+        position, forward, up = np.array(camera.pos), np.array(camera.forward), np.array(camera.up)
+        target = self._data.xpos[1] if self._model.nbody > 1 else self._model.stat.center
+        depth = max(float(forward @ (target - position)), 1e-3)
+        anchor = position + forward * depth * (1.0 + self.profile.depth_behind)
+        floor = self._data.geom_xpos[self.scenery_geoms, 2].min() if self.scenery_geoms.any() else -np.inf
+        if anchor[2] < floor:  # a top-down view: the floor would hide them, so fly between camera and robot
+            anchor = position + forward * depth * (1.0 - self.profile.depth_behind)
+        depth_of_anchor = float(forward @ (anchor - position))
+        scale = depth_of_anchor * camera.frustum_top / camera.frustum_near  # tan(fovy / 2) * depth
+        return anchor, np.column_stack([np.cross(forward, up), up, forward]), scale
 
     def _workspace_anchor(self) -> np.ndarray:
         """Origin of the distractor bodies' workspace: the root body's (x, y) for travelling robots."""

@@ -11,7 +11,7 @@ import gymnasium as gym
 
 from .config import EnvConfig, to_env_config
 from .registration import env_id_for
-from .tasks import METAWORLD
+from .tasks import DMC, METAWORLD
 from .wrappers import ActionRepeat, FrameStack, PixelObservation, TimeLimit
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
@@ -133,6 +133,8 @@ def _base_env(config: EnvConfig) -> gym.Env:
     # Suite modules are imported here so that importing embodied_rl.envs stays cheap (metaworld takes ~0.5 s).
     if config.suite == METAWORLD:
         from .metaworld_env import MetaWorldEnv as suite_env
+    elif config.suite == DMC:
+        from .dmc_env import DMCEnv as suite_env  # dm_control's import takes ~1 s
     else:
         from .locomotion_env import LocomotionEnv as suite_env
     return suite_env(config.task_name, config.camera, config.image_size, config.shadows, config.seed)
