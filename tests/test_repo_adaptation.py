@@ -2,6 +2,7 @@
 (embodied_rl.envs.paired_renders): tiny networks, toy Gaussian embeddings, 32 px renders."""
 
 import copy
+import functools
 
 import gymnasium as gym
 import mujoco
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from embodied_rl.agents.repo.adaptation import AdaptationConfig, EncoderAdaptation
+from embodied_rl.envs import make_env
 from embodied_rl.envs.distractors import DistractorWrapper
 from embodied_rl.envs.paired_renders import PAIRED_KEY, PairedRenders
 
@@ -188,8 +190,10 @@ def test_paired_renders_differ_only_where_distractors_are():
     assert source.shape == target.shape == (SIZE, SIZE, 3) and source.dtype == np.uint8
     with mujoco.Renderer(env.unwrapped.model, SIZE, SIZE) as renderer:  # the same state, plain: where is the sky
         renderer.update_scene(env.unwrapped.data, camera=env.target.camera)
+        plain = renderer.render()
         renderer.enable_segmentation_rendering()
         segmentation = renderer.render()
+    assert np.array_equal(source, plain), "source_split=None: the paired frame has no distractors"
     background = env.target.scenery_geoms[np.maximum(segmentation[..., 0], 0)] | (segmentation[..., 1] == -1)
     differs = np.any(source != target, axis=-1)
     assert differs.any() and not differs[~background].any(), "the robot's pixels are the same in both renders"
@@ -216,3 +220,23 @@ def test_paired_renders_follow_the_state_and_equal_the_target_for_the_same_split
 def test_paired_renders_need_distractors():
     with pytest.raises(ValueError, match="DistractorWrapper"):
         PairedRenders(gym.make("Hopper-v5"))
+
+
+def test_paired_renders_through_make_env_with_action_repeat():
+    """Outermost around a full env: the pixel observation is the target frame; with the test split as source
+    too and the same seed, the paired frame equals it after every (repeated) step."""
+    env = make_env(
+        "mujoco/Hopper-v5",
+        obs_mode="pixels",
+        image_size=SIZE,
+        action_repeat=2,
+        distractors="test",
+        seed=0,
+        wrappers=[functools.partial(PairedRenders, source_split="test", seed=0)],
+    )
+    observation, info = env.reset(seed=0)
+    for _ in range(2):
+        assert np.array_equal(info[PAIRED_KEY], observation)
+        observation, _, _, _, info = env.step(env.action_space.sample())
+    assert env.target.elapsed_steps == 4
+    env.close()
