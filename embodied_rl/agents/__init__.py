@@ -8,7 +8,8 @@ does by hand."""
 from embodied_rl.agents.bc import BC
 from embodied_rl.agents.iql import IQL
 from embodied_rl.agents.protocol import Agent
+from embodied_rl.agents.repo import RePo, RePoConfig
 from embodied_rl.agents.sac import SAC
 from embodied_rl.agents.td3bc import TD3BC
 
-__all__ = ["BC", "IQL", "SAC", "TD3BC", "Agent"]
+__all__ = ["BC", "IQL", "SAC", "TD3BC", "Agent", "RePo", "RePoConfig"]
