@@ -16,9 +16,10 @@ import pytest
 import torch
 import yaml
 
+from embodied_rl.agents.protocol import Agent, reset_agent
 from embodied_rl.agents.repo import RePo, RePoConfig
 from embodied_rl.agents.repo.behaviour import lambda_returns
-from embodied_rl.data.sequences import Sequences
+from embodied_rl.data.sequences import SequenceReplay, Sequences
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(embed_dim=32, cnn_depth=4, deter_dim=16, stoch_dim=4, hidden_dim=16, horizon=4)
@@ -97,6 +98,27 @@ def test_update_returns_finite_detached_scalars(overrides, extra_keys):
     for part in ("world_model", "actor", "value"):  # every network was trained
         changed = [not torch.equal(before[part][k], after[part][k]) for k in before[part]]
         assert any(changed), part
+
+
+def test_update_on_a_sequence_replay_sample():
+    """The agent takes what `SequenceReplay.sample` gives (uint8 pixels, float32 actions and rewards, bool flags);
+    actions in the env's bounds are mapped to [-1, 1] for the model."""
+    space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    agent = make_agent(action_space=space)
+    assert isinstance(agent, Agent)
+    replay = SequenceReplay(32, OBS_SHAPE, 2, seq_len=6, num_streams=2, obs_dtype=torch.uint8)
+    rng = np.random.default_rng(0)
+    for step in range(10):
+        first = step % 7 == 0
+        replay.add(
+            rng.integers(0, 256, (2, *OBS_SHAPE), dtype=np.uint8),
+            np.zeros((2, 2)) if first else rng.uniform(-2, 2, (2, 2)),
+            np.zeros(2) if first else rng.normal(size=2),
+            np.full(2, first),
+            np.zeros(2, dtype=bool),
+        )
+    metrics = agent.update(replay.sample(3, torch.Generator().manual_seed(0)))
+    assert all(torch.isfinite(value) for value in metrics.values())
 
 
 def test_update_rejects_a_malformed_batch():
@@ -214,7 +236,7 @@ def test_act_shapes_and_bounds():
     agent = make_agent(action_space=space)
     rng = np.random.default_rng(0)
     obs = rng.integers(0, 256, (5, *OBS_SHAPE), dtype=np.uint8)
-    agent.reset(np.ones(5, dtype=bool))
+    reset_agent(agent, np.ones(5, dtype=bool))  # what trainers call at episode starts
     for deterministic in (False, True):
         for _ in range(3):
             action = agent.act(obs, deterministic=deterministic)
