@@ -19,6 +19,8 @@ import yaml
 from embodied_rl.agents.protocol import Agent, reset_agent
 from embodied_rl.agents.repo import RePo, RePoConfig
 from embodied_rl.agents.repo.behaviour import lambda_returns
+from embodied_rl.agents.repo.rssm import Latents
+from embodied_rl.agents.repo.world_model import balanced_kl, gaussian_kl
 from embodied_rl.data.sequences import SequenceReplay, Sequences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,6 +230,39 @@ def test_beta_scales_the_kl_term_of_the_model_loss():
     _, metrics, _ = agent.world_model.loss(*model_inputs(agent, make_batch()), agent.dual)
     expected = metrics["reward_loss"] + 2.0 * (metrics["kl"] - 3.0)
     torch.testing.assert_close(metrics["model_loss"], expected)
+
+
+def test_balanced_kl_splits_the_gradient_between_prior_and_posterior():
+    """Its value is KL(q || p); the prior gets `balance` of the plain KL's gradient, the posterior the rest."""
+    g = torch.Generator().manual_seed(0)
+    stats = [torch.randn(2, 3, 4, generator=g), torch.rand(2, 3, 4, generator=g) + 0.1] * 2
+
+    def leaves():
+        return [x.clone().requires_grad_() for x in stats]
+
+    balanced = leaves()
+    post_mean, post_std, prior_mean, prior_std = balanced
+    latents = Latents(torch.zeros(2, 3, 1), torch.zeros(2, 3, 4), post_mean, post_std, prior_mean + 0.5, prior_std)
+    value = balanced_kl(latents, 0.8)
+    torch.testing.assert_close(value, gaussian_kl(*[x.detach() for x in balanced[:2]], prior_mean + 0.5, prior_std))
+    value.sum().backward()
+    plain = leaves()
+    gaussian_kl(plain[0], plain[1], plain[2] + 0.5, plain[3]).sum().backward()
+    for got, reference, share in zip(balanced, plain, (0.2, 0.2, 0.8, 0.8)):
+        torch.testing.assert_close(got.grad, share * reference.grad)
+
+
+def test_reward_loss_ignores_episode_start_rows():
+    """Rows with `is_first` carry no reward: their reward value does not enter the loss."""
+    agent = make_agent()
+    batch = make_batch()
+    losses = []
+    for fill in (0.0, 100.0):
+        shifted = Sequences(**{**vars(batch), "reward": batch.reward.masked_fill(batch.is_first, fill)})
+        torch.manual_seed(0)
+        _, metrics, _ = agent.world_model.loss(*model_inputs(agent, shifted), agent.dual)
+        losses.append(metrics["reward_loss"])
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- acting
