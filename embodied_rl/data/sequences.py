@@ -29,6 +29,10 @@ class Sequences:
     is_first: torch.Tensor  # (B, L) bool, obs is a reset observation
     is_terminal: torch.Tensor  # (B, L) bool, obs is terminal (no bootstrapping from it)
 
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> Sequences:
+        """The same windows on `device` (tensors already there are not copied)."""
+        return Sequences(**{k: v.to(device, non_blocking=non_blocking) for k, v in vars(self).items()})
+
 
 class _IndexSet:
     """A set of ints in [0, capacity) with O(1) insert / remove and uniform sampling by position."""
@@ -235,3 +239,78 @@ class SequenceReplay:
         self._next_episode = int(state["next_episode"])
         self._starts = _IndexSet(self.capacity)
         self._starts.update(state["starts"], np.ones(len(state["starts"]), dtype=bool))
+
+
+class TransitionSequences:
+    """A `SequenceReplay` fed by the online trainer, transition by transition (the trainer's storage protocol:
+    `add(obs, action, reward, next_obs, terminated, truncated=)`, `sample(batch_size)`, `state_dict()`).
+
+    One stream per vector env. A sub-env's first transition of an episode writes two rows, the reset observation
+    (`is_first`) and the step's; every later one writes the step's row (next_obs, the action and reward that led
+    there, `is_terminal` = terminated). `next_obs` must be the observation the step reached (the trainer passes a
+    finished episode's final observation, not the reset that followed). `sample` gives B windows of `seq_len` rows.
+    """
+
+    def __init__(self, replay: SequenceReplay):
+        self.replay = replay
+        self.open = np.zeros(replay.num_streams, dtype=bool)  # a stream's episode has started
+
+    @classmethod
+    def create(
+        cls, capacity: int, obs_shape: Sequence[int], action_dim: int, seq_len: int, num_envs: int, device, obs_dtype
+    ) -> TransitionSequences:
+        return cls(SequenceReplay(capacity, obs_shape, action_dim, seq_len, num_envs, device, obs_dtype))
+
+    @staticmethod
+    def nbytes(capacity: int, obs_shape: Sequence[int], action_dim: int, obs_itemsize: int) -> int:
+        """Bytes the replay's tensors take (one copy of each observation, unlike a transition buffer)."""
+        return capacity * (int(np.prod(obs_shape)) * obs_itemsize + 4 * action_dim + 4 + 2)
+
+    def __len__(self) -> int:
+        return len(self.replay)
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
+        n = self.replay.num_streams
+        obs, next_obs = np.asarray(obs).reshape(n, *self.replay.obs_shape), np.asarray(next_obs)
+        action = np.asarray(action, dtype=np.float32).reshape(n, -1)
+        reward = np.asarray(reward, dtype=np.float32).reshape(n)
+        terminated = np.asarray(terminated, dtype=bool).reshape(n)
+        done = terminated | (np.zeros(n, bool) if truncated is None else np.asarray(truncated, dtype=bool).reshape(n))
+        replay = self.replay
+        for stream in range(n):
+            if not self.open[stream]:
+                replay._stream_episode[stream] = replay._next_episode
+                replay._next_episode += 1
+                self._write(stream, obs[stream], np.zeros(replay.action_dim, np.float32), 0.0, True, False)
+            self._write(
+                stream,
+                next_obs.reshape(n, *replay.obs_shape)[stream],
+                action[stream],
+                reward[stream],
+                False,
+                terminated[stream],
+            )
+        self.open = ~done
+
+    def _write(self, stream: int, obs, prev_action, reward, is_first: bool, is_terminal: bool) -> None:
+        replay = self.replay
+        row = {
+            "obs": replay._tensor(obs[None], replay.obs, 1),
+            "prev_action": replay._tensor(prev_action[None], replay.prev_action, 1),
+            "reward": replay._tensor([reward], replay.reward, 1),
+            "is_first": replay._tensor([is_first], replay.is_first, 1),
+            "is_terminal": replay._tensor([is_terminal], replay.is_terminal, 1),
+        }
+        replay._write(stream, row, replay._stream_episode[stream : stream + 1])
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Sequences:
+        return self.replay.sample(batch_size, generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"replay": self.replay.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the rows; every stream's next transition starts a new episode (a resumed trainer resets its
+        envs, so the episodes in progress at the checkpoint never continue)."""
+        self.replay.load_state_dict(state["replay"])
+        self.open[:] = False

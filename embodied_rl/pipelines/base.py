@@ -35,6 +35,7 @@ PIPELINES = {
     "pearl": "embodied_rl.pipelines.pearl:PEARLPipeline",
     "vlm_iql": "embodied_rl.pipelines.vlm_iql:VLMIQLPipeline",
     "text2reward": "embodied_rl.pipelines.text2reward:Text2RewardPipeline",
+    "repo": "embodied_rl.pipelines.repo:RePoPipeline",
 }
 
 

@@ -41,6 +41,7 @@ ASSEMBLY_KEYS = {
 TRAINER_CONFIGS = {"online": OnlineTrainerConfig, "offline": OfflineTrainerConfig}
 
 PrepareData = Callable[["Run", list, Any], list]  # (run, trajectories, env) -> the trajectories trained on
+MakeStorage = Callable[["Run", Any, torch.device], Any]  # (run, vector envs, replay device) -> the trainer's storage
 
 
 @contextmanager
@@ -112,11 +113,16 @@ class Run:
 
     # ---------------------------------------------------------------- online
     def train_online(
-        self, wrappers: Sequence[Callable] = (), vector_wrappers: Sequence[Callable] = ()
+        self,
+        wrappers: Sequence[Callable] = (),
+        vector_wrappers: Sequence[Callable] = (),
+        storage: MakeStorage | None = None,
     ) -> dict[str, Any]:
         """Vector envs, agent, replay buffer and `OnlineTrainer`, resumed when the run continues; trains and
         returns the trainer's results. `wrappers` wrap every env (training and evaluation), outermost;
-        `vector_wrappers` (gymnasium VectorWrappers) then wrap the training vector env, in order."""
+        `vector_wrappers` (gymnasium VectorWrappers) then wrap the training vector env, in order; `storage(run, envs,
+        device)` builds what the trainer stores steps in instead of a `ReplayBuffer` (e.g. sequences for a world
+        model), after checking it fits."""
         from embodied_rl.data import ReplayBuffer
         from embodied_rl.envs import make_env, make_vector_env
 
@@ -133,13 +139,15 @@ class Run:
                     self.agent_config(), envs.single_observation_space, envs.single_action_space, self.device
                 )
             replay_device = self.device if t.replay_device == "auto" else resolve_device(t.replay_device)
-            check_replay_fits(t.replay_size, envs.single_observation_space, envs.single_action_space, replay_device)
             with config_errors():
-                storage = ReplayBuffer.from_spaces(
-                    t.replay_size, envs.single_observation_space, envs.single_action_space, device=replay_device
-                )
+                if storage is not None:
+                    store = storage(self, envs, replay_device)
+                else:
+                    space, action_space = envs.single_observation_space, envs.single_action_space
+                    check_replay_fits(ReplayBuffer.nbytes(t.replay_size, space, action_space), t, replay_device)
+                    store = ReplayBuffer.from_spaces(t.replay_size, space, action_space, device=replay_device)
             trainer = OnlineTrainer(
-                self.trainer_config(), envs, eval_env, agent, storage, self.logger, self.run_dir, seed=self.seed
+                self.trainer_config(), envs, eval_env, agent, store, self.logger, self.run_dir, seed=self.seed
             )
             return self._train(trainer)
         finally:
@@ -200,14 +208,13 @@ class Run:
         return trainer.train()
 
 
-def check_replay_fits(size: int, observation_space, action_space, device) -> None:
-    """Refuse, before allocating it, a replay buffer larger than half the free memory of `device` (the other
-    half for envs, networks and the checkpoints, which copy the buffer's rows)."""
-    from embodied_rl.data.replay import ReplayBuffer
+def check_replay_fits(need: int, trainer_cfg, device, what: str = "obs and next_obs are stored separately") -> None:
+    """Refuse, before allocating it, a replay of `need` bytes (`trainer.replay_size` rows) larger than half the
+    free memory of `device` (the other half for envs, networks and the checkpoints, which copy the buffer's rows);
+    the error proposes a `trainer.replay_size` that fits."""
     from embodied_rl.memory import available_memory
 
-    with config_errors():
-        need = ReplayBuffer.nbytes(size, observation_space, action_space)
+    size = trainer_cfg.replay_size
     free = available_memory(device)
     budget = None if free is None else free / 2  # half: envs, networks and checkpoints (which copy the rows)
     if budget is None or need <= budget:
@@ -217,7 +224,7 @@ def check_replay_fits(size: int, observation_space, action_space, device) -> Non
     scale = 10 ** max(len(str(fit)) - 2, 0)  # rounded down to two significant digits
     raise ConfigError(
         f"trainer.replay_size={size} needs a {need / 1e9:.1f} GB replay buffer ({row / 1e3:.1f} kB per transition: "
-        f"obs and next_obs are stored separately) but {device} has {free / 1e9:.1f} GB available (on the CPU: the "
+        f"{what}) but {device} has {free / 1e9:.1f} GB available (on the CPU: the "
         f"host's or the memory cgroup's limit; the buffer may take half): "
         f"use trainer.replay_size={fit // scale * scale} or less"
     )

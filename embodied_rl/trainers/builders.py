@@ -6,6 +6,7 @@ was trained. Agents are registered by name; each later method adds its learner h
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import random
@@ -24,6 +25,7 @@ AGENTS = {
     "iql": "embodied_rl.agents.iql:IQL",
     "td3bc": "embodied_rl.agents.td3bc:TD3BC",
     "bc": "embodied_rl.agents.bc:BC",
+    "repo": "embodied_rl.agents.repo:RePo",
 }
 
 
@@ -48,13 +50,28 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def make_agent(agent_cfg: Mapping[str, Any], observation_space, action_space, device: torch.device):
-    """Instantiate the agent named `agent_cfg["name"]` with the other keys as constructor arguments."""
+    """Instantiate the agent named `agent_cfg["name"]` with the other keys as constructor arguments, or, for an
+    agent class with a `settings_class` (a dataclass of its hyperparameters, e.g. RePo's), as that dataclass:
+    `agent_class(observation_space, action_space, settings, device=...)`."""
     cfg = dict(agent_cfg)
     name = cfg.pop("name")
     if name not in AGENTS:
         raise ConfigError(f"unknown agent '{name}'; known agents: {', '.join(sorted(AGENTS))}")
     module_name, class_name = AGENTS[name].split(":")
     agent_class = getattr(importlib.import_module(module_name), class_name)
+    settings_class = getattr(agent_class, "settings_class", None)
+    if settings_class is not None:
+        unknown = sorted(set(cfg) - {field.name for field in dataclasses.fields(settings_class)})
+        if unknown:
+            raise ConfigError(
+                f"agent '{name}' does not take {', '.join(unknown)} (an experiment meant for another "
+                f"agent?); its options are in configs/agent/{name}.yaml"
+            )
+        try:
+            settings = settings_class.from_mapping(cfg)
+        except ValueError as err:
+            raise ConfigError(f"agent '{name}': {err}") from None
+        return agent_class(observation_space, action_space, settings, device=str(device))
     accepted = inspect.signature(agent_class.__init__).parameters
     unknown = sorted(key for key in cfg if key not in accepted)
     if unknown:

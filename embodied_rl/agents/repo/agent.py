@@ -158,6 +158,8 @@ class RePo:
       alone. `world_model`, `actor`, `value`, `dual` are the other networks.
     """
 
+    settings_class = RePoConfig  # runs build it from configs/agent/repo.yaml (trainers.builders.make_agent)
+
     def __init__(
         self,
         observation_shape: Sequence[int] | gym.spaces.Box,
