@@ -588,10 +588,250 @@ def benchmark_reward_sandbox(args, device: str) -> list[dict]:
     return rows
 
 
+REPO_TASK = "dmc/walker-walk"  # the RePo run's env (configs/experiment/repo.yaml): 6-d actions
+REPO_ACTION_DIM = 6
+REPO_ACTION_REPEAT = 2
+REPO_EPISODE = 500  # agent steps of a walker episode at action repeat 2 (1000 control steps)
+
+
+def batch_shapes(text: str) -> list[tuple[int, int]]:
+    """An argparse `type=` reading comma-separated BxL batch shapes (B windows of L steps; B >= 1, L >= 2)."""
+    shapes = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            b, length = (int(x) for x in part.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not BxL (e.g. 50x50)") from None
+        if b < 1 or length < 2:
+            raise argparse.ArgumentTypeError(f"{part!r}: B must be >= 1 and L >= 2")
+        shapes.append((b, length))
+    if not shapes:
+        raise argparse.ArgumentTypeError(f"names no batch: {text!r}")
+    return shapes
+
+
+def name_list(choices: tuple[str, ...]):
+    """An argparse `type=` reading comma-separated names, each one of `choices`."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: each must be one of {', '.join(choices)}")
+        return names
+
+    return parse
+
+
+def repo_setting(text: str) -> tuple[str, object]:
+    """--repo-set KEY=VALUE: one RePoConfig field (VALUE read as YAML: 32, 1e-4, true, null)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), yaml.safe_load(value)
+
+
+def repo_settings(args, **overrides):
+    """RePoConfig at the paper's sizes (configs/agent/repo.yaml), then --repo-set, then `overrides`."""
+    from embodied_rl.agents.repo import RePoConfig
+
+    return RePoConfig.from_mapping({**dict(args.repo_set or []), **overrides})
+
+
+def repo_modes(args, device: str) -> list[tuple[str, dict]]:
+    """eager, bf16 (`mixed_precision`), and compiled (`compile`) on CUDA or with --repo-compile (minutes on CPU)."""
+    modes = [("eager", {}), ("bf16", {"mixed_precision": True})]
+    if device.startswith("cuda") or args.repo_compile:
+        modes.append(("compiled", {"compile": True}))
+    return modes
+
+
+def repo_replay(device: str, seq_len: int, episodes: int = 4, seed: int = 0):
+    """A `SequenceReplay` on `device` holding `episodes` walker-length episodes of random 64x64 frames, actions in
+    [-1, 1] and rewards (what a training run samples from; the numbers do not change the update's cost)."""
+    import torch
+
+    from embodied_rl.data.sequences import SequenceReplay
+    from embodied_rl.data.trajectory import Trajectory
+
+    rng = np.random.default_rng(seed)
+    steps = max(REPO_EPISODE, seq_len)
+    replay = SequenceReplay(
+        episodes * (steps + 1), (64, 64, 3), REPO_ACTION_DIM, seq_len, device=device, obs_dtype=torch.uint8
+    )
+    for episode in range(episodes):
+        replay.add_trajectory(
+            Trajectory(
+                observations=rng.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8),
+                actions=rng.uniform(-1, 1, (steps, REPO_ACTION_DIM)).astype(np.float32),
+                rewards=rng.uniform(0, 1, steps).astype(np.float32),
+                terminations=np.zeros(steps, bool),
+                truncations=np.arange(steps) == steps - 1,
+                success=np.zeros(steps, bool),
+                episode_id=episode,
+            )
+        )
+    return replay
+
+
+def count_host_syncs(fn) -> int:
+    """Synchronising CUDA calls made by `fn()` (torch.cuda.set_sync_debug_mode("warn") warnings)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
+def benchmark_repo(args, device: str) -> list[dict]:
+    """RePo.update (world model + log beta, actor, value: one training iteration) at the paper's sizes, each
+    update on a fresh sample of B windows of L steps from a SequenceReplay on `device` (sampling included, as in
+    training), for each --repo-batches shape, --repo-objectives and mode (`repo_modes`). Agents are warmed up
+    (1 update; compiled: 2, their time is `compile_s`), then the modes' timed runs are interleaved per repeat
+    (--repeats runs of --repo-updates updates each); medians. On CUDA, `host_syncs` counts the synchronising
+    calls of one more sample + update under torch.cuda.set_sync_debug_mode("warn") (0: none)."""
+    import torch
+
+    from embodied_rl.agents.repo import RePo
+
+    cuda = device.startswith("cuda")
+    shapes = args.repo_batches or ([(50, 50)] if cuda else [(16, 32), (50, 50)])
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for batch, seq_len in shapes:
+        replay = repo_replay(device, seq_len)
+
+        def run(agent, n: int, sync: bool = True, replay=replay, batch=batch) -> None:
+            for _ in range(n):
+                agent.update(replay.sample(batch, generator))  # as training: a fresh sample per update
+            if cuda and sync:
+                torch.cuda.synchronize(device)
+
+        for objective in args.repo_objectives:
+            agents, warmups = {}, {}
+            for mode, flags in repo_modes(args, device):
+                torch.manual_seed(0)
+                agents[mode] = RePo(
+                    (64, 64, 3), REPO_ACTION_DIM, repo_settings(args, objective=objective, **flags), device
+                )
+                start = time.perf_counter()
+                run(agents[mode], 2 if flags.get("compile") else 1)
+                warmups[mode] = time.perf_counter() - start
+                print(f"  [repo] {batch}x{seq_len} {objective} {mode}: warm-up {warmups[mode]:.1f}s", file=sys.stderr)
+            times: dict[str, list[float]] = {mode: [] for mode in agents}
+            for _ in range(args.repeats):
+                for mode, agent in agents.items():
+                    start = time.perf_counter()
+                    run(agent, args.repo_updates)
+                    times[mode].append((time.perf_counter() - start) / args.repo_updates)
+            for mode, agent in agents.items():
+                seconds = statistics.median(times[mode])
+                row = {
+                    "bench": "repo_update",
+                    "device": device,
+                    "objective": objective,
+                    "mode": mode,
+                    "batch": f"{batch}x{seq_len}",
+                    "threads": torch.get_num_threads(),
+                    "updates_per_s": 1.0 / seconds,
+                    "s_per_update": seconds,
+                    "over_eager": statistics.median(times["eager"]) / seconds,
+                    "warmup_s": warmups[mode],
+                    "repeats": args.repeats,
+                }
+                if mode == "compiled":
+                    row["compile_s"] = max(warmups[mode] - 2 * seconds, 0.0)
+                if cuda:
+                    row["host_syncs"] = count_host_syncs(lambda agent=agent: run(agent, 1, sync=False))
+                rows.append(row)
+                print(f"  [repo] {batch}x{seq_len} {objective} {mode}: {seconds:.3f} s/update", file=sys.stderr)
+            del agents
+    return rows
+
+
+def benchmark_repo_env(args, devices: list[str]) -> list[dict]:
+    """Steps/s of the RePo run's env (dmc/walker-walk, 64x64 pixels, action repeat 2, `train` distractors; shadows
+    on and off): --repo-env-steps agent steps with random actions, then with the actions of a RePo agent at the
+    paper's sizes on each device (`act` included; `act_ms`: its share per step). env_steps_per_s counts the
+    simulator's steps (agent steps x action repeat)."""
+    import torch
+
+    from embodied_rl.agents.repo import RePo
+    from embodied_rl.envs import make_env
+
+    steps = args.repo_env_steps
+    rows = []
+    for shadows in (True, False):
+        env = make_env(
+            task=REPO_TASK,
+            obs_mode="pixels",
+            image_size=64,
+            action_repeat=REPO_ACTION_REPEAT,
+            distractors="train",
+            shadows=shadows,
+            seed=0,
+        )
+        env.action_space.seed(0)
+        policies: dict[str, tuple[str, object]] = {"random": ("cpu", None)}
+        for device in devices:
+            torch.manual_seed(0)
+            policies[f"repo_act({device})"] = (
+                device,
+                RePo(env.observation_space, env.action_space, repo_settings(args), device),
+            )
+        for policy, (device, agent) in policies.items():
+            obs, _ = env.reset(seed=0)
+            if agent is not None:
+                agent.reset(np.ones(1, bool))
+                agent.act(obs)  # warm-up
+            act_seconds = 0.0
+            start = time.perf_counter()
+            for _ in range(steps):
+                if agent is None:
+                    action = env.action_space.sample()
+                else:
+                    t = time.perf_counter()
+                    action = agent.act(obs)
+                    act_seconds += time.perf_counter() - t
+                obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    obs, _ = env.reset()
+                    if agent is not None:
+                        agent.reset(np.ones(1, bool))
+            seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "bench": "repo_env",
+                    "task": REPO_TASK,
+                    "obs": f"pixels64-train-distractors{'' if shadows else '-noshadows'}",
+                    "policy": policy,
+                    "device": device,
+                    "agent_steps_per_s": steps / seconds,
+                    "env_steps_per_s": steps * REPO_ACTION_REPEAT / seconds,
+                    "act_ms": act_seconds / steps * 1e3,
+                }
+            )
+            print(f"  [repo_env] shadows={shadows} {policy}: {steps / seconds:.1f} agent steps/s", file=sys.stderr)
+        env.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--only", choices=["env", "sac", "sac_pixels", "iql", "gw", "llm", "reward_sandbox"], default=None
+        "--only", choices=["env", "sac", "sac_pixels", "iql", "gw", "llm", "reward_sandbox", "repo"], default=None
     )
     parser.add_argument(
         "--env-steps", type=cli.number(int, f">= {VECTOR_ENVS}", f"split among {VECTOR_ENVS} envs"), default=3000
@@ -631,6 +871,32 @@ def main(argv: list[str] | None = None) -> None:
     llm.add_argument("--llm-concurrency", type=cli.number(int, ">= 1"), default=16)
     sandbox = parser.add_argument_group("reward_sandbox: SAC steps/s, env reward vs sandboxed generated reward")
     sandbox.add_argument("--sandbox-steps", type=cli.number(int, ">= 1"), default=100, help="vector steps per repeat")
+    repo = parser.add_argument_group(
+        "repo: RePo's update (world model + actor + value) at the paper's sizes and its env (docs/speed.md)"
+    )
+    repo.add_argument(
+        "--repo-batches",
+        type=batch_shapes,
+        default=None,
+        help="BxL windows per update, comma-separated (default: 16x32,50x50 on CPU, 50x50 on CUDA)",
+    )
+    repo.add_argument(
+        "--repo-objectives", type=name_list(("repo", "dreamer")), default=["repo", "dreamer"], help="repo,dreamer"
+    )
+    repo.add_argument("--repo-updates", type=cli.number(int, ">= 1"), default=1, help="updates per timed repeat")
+    repo.add_argument(
+        "--repo-compile", action="store_true", help="the compiled mode on CPU too (compiling takes minutes there)"
+    )
+    repo.add_argument(
+        "--repo-env-steps", type=cli.number(int, ">= 0"), default=100, help="agent steps per env run (0: no env rows)"
+    )
+    repo.add_argument(
+        "--repo-set",
+        type=repo_setting,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a RePoConfig field over the paper's sizes, e.g. --repo-set cnn_depth=4 (repeatable; for tests)",
+    )
     cli.add_threads_option(parser)
     args = parser.parse_args(argv)
 
@@ -644,6 +910,11 @@ def main(argv: list[str] | None = None) -> None:
         cli.writable(args.out)
     except cli.NotWritable as err:
         parser.error(f"--out {args.out}: cannot write there: {err}")
+    if args.only == "repo":
+        try:
+            repo_settings(args)  # a bad --repo-set fails before anything is measured
+        except (TypeError, ValueError) as err:
+            parser.error(f"--repo-set: {err}")
     rows: list[dict] = []
     if args.only in (None, "env"):
         rows += benchmark_envs(args)
@@ -663,6 +934,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.only == "reward_sandbox":  # a minute of SAC training per device: only when asked for
         for device in devices:
             rows += benchmark_reward_sandbox(args, device)
+    if args.only == "repo":  # a few minutes on CPU (one 50x50 update takes seconds): only when asked for
+        for device in devices:
+            rows += benchmark_repo(args, device)
+        if args.repo_env_steps:
+            rows += benchmark_repo_env(args, devices)
     machine = {
         "date": date.today().isoformat(),
         "cpu": platform.processor() or platform.machine(),
