@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check that needs a CUDA GPU, in one command (README "Speed"; issues 3, 4, 6 and 7): the `gpu` tests (CUDA
 # graphs equal to eager, no host syncs), the SAC, pixel SAC and IQL update benchmarks on CPU and CUDA (eager, compiled,
-# compiled + CUDA graphs), a short compiled + CUDA-graph SAC run on the GPU and its evaluation with EGL videos.
+# compiled + CUDA graphs), the RePo update benchmark (eager, bf16, compiled; host syncs), a short compiled + CUDA-graph
+# SAC run on the GPU and its evaluation with EGL videos.
 # Each step logs to $OUT/<step>.txt; a failing step does not stop the rest (exit 1 at the end, naming them).
 #   bash scripts/gpu_check.sh                     # results under gpu_check/
 #   STEPS=20000 OUT=/tmp/gpu bash scripts/gpu_check.sh
@@ -38,7 +39,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 # Every step runs even if an earlier one fails (a GPU session is short): failures are listed at the end.
-STEP_NAMES="pytest_gpu bench_sac bench_iql bench_sac_pixels egl_render train_cudagraphs evaluate_egl gw_entropic_cuda train_pearl image_reward_cuda train_vlm_iql"
+STEP_NAMES="pytest_gpu bench_sac bench_iql bench_sac_pixels bench_repo egl_render train_cudagraphs evaluate_egl gw_entropic_cuda train_pearl image_reward_cuda train_vlm_iql"
 for name in ${ONLY:-}; do
     [[ " $STEP_NAMES " == *" $name "* ]] || { echo "error: ONLY names an unknown step '$name' (steps: $STEP_NAMES)"; exit 2; }
 done
@@ -60,6 +61,11 @@ step bench_sac $PY scripts/benchmark.py --only sac --updates 1000 --repeats 3 --
 step bench_iql $PY scripts/benchmark.py --only iql --updates 1000 --repeats 3 --devices "$BENCH_DEVICES" --out "$OUT/bench_iql.json"
 step bench_sac_pixels $PY scripts/benchmark.py --only sac_pixels --pixel-updates 100 --repeats 3 --devices "$BENCH_DEVICES" \
     --out "$OUT/bench_sac_pixels.json"
+# issue 23: RePo.update at the paper's sizes, 50x50 windows sampled on the GPU, eager / bf16 / compiled, repo and
+# dreamer objectives, host syncs counted (`host_syncs`, target 0), and the RePo env's steps/s with the agent acting on
+# the GPU. Compiling the unrolled RSSM and imagination takes minutes: `timeout` bounds the step (20 min)
+step bench_repo timeout 1200 $PY scripts/benchmark.py --only repo --repeats 5 --repo-updates 2 --devices "$BENCH_DEVICES" \
+    --out "$OUT/bench_repo.json"
 
 # MuJoCo through EGL, independent of video encoding
 step egl_render $PY -c "from embodied_rl.envs import make_env
