@@ -592,6 +592,12 @@ REPO_TASK = "dmc/walker-walk"  # the RePo run's env (configs/experiment/repo.yam
 REPO_ACTION_DIM = 6
 REPO_ACTION_REPEAT = 2
 REPO_EPISODE = 500  # agent steps of a walker episode at action repeat 2 (1000 control steps)
+REPO_OBJECTIVES = {  # --repo-objectives: RePoConfig settings of each
+    "repo": {"objective": "repo"},
+    # the authors' RePo update always trains the image decoder on detached features (for pictures): the same work
+    "repo_decoder": {"objective": "repo", "train_decoder": True},
+    "dreamer": {"objective": "dreamer"},
+}
 
 
 def batch_shapes(text: str) -> list[tuple[int, int]]:
@@ -723,9 +729,8 @@ def benchmark_repo(args, device: str) -> list[dict]:
             agents, warmups = {}, {}
             for mode, flags in repo_modes(args, device):
                 torch.manual_seed(0)
-                agents[mode] = RePo(
-                    (64, 64, 3), REPO_ACTION_DIM, repo_settings(args, objective=objective, **flags), device
-                )
+                settings = repo_settings(args, **REPO_OBJECTIVES[objective], **flags)
+                agents[mode] = RePo((64, 64, 3), REPO_ACTION_DIM, settings, device)
                 start = time.perf_counter()
                 run(agents[mode], 2 if flags.get("compile") else 1)
                 warmups[mode] = time.perf_counter() - start
@@ -881,7 +886,11 @@ def main(argv: list[str] | None = None) -> None:
         help="BxL windows per update, comma-separated (default: 16x32,50x50 on CPU, 50x50 on CUDA)",
     )
     repo.add_argument(
-        "--repo-objectives", type=name_list(("repo", "dreamer")), default=["repo", "dreamer"], help="repo,dreamer"
+        "--repo-objectives",
+        type=name_list(tuple(REPO_OBJECTIVES)),
+        default=list(REPO_OBJECTIVES),
+        help="comma-separated, of repo, repo_decoder (RePo with its image decoder on detached features, as the "
+        "authors' code always trains it) and dreamer (default: all three)",
     )
     repo.add_argument("--repo-updates", type=cli.number(int, ">= 1"), default=1, help="updates per timed repeat")
     repo.add_argument(

@@ -36,7 +36,7 @@ def test_benchmark_repo_prints_update_and_env_rows(tmp_path, monkeypatch, capsys
     assert [(r["batch"], r["objective"], r["mode"]) for r in updates] == [
         (batch, objective, mode)
         for batch in ("2x4", "3x5")
-        for objective in ("repo", "dreamer")
+        for objective in ("repo", "repo_decoder", "dreamer")
         for mode in ("eager", "bf16")
     ]
     for row in updates:
@@ -63,7 +63,7 @@ def test_benchmark_repo_prints_update_and_env_rows(tmp_path, monkeypatch, capsys
     [
         (["--repo-batches", "50"], "--repo-batches: '50' is not BxL"),
         (["--repo-batches", "4x1"], "--repo-batches: '4x1': B must be >= 1 and L >= 2"),
-        (["--repo-objectives", "repo,elbo"], "each must be one of repo, dreamer"),
+        (["--repo-objectives", "repo,elbo"], "each must be one of repo, repo_decoder, dreamer"),
         (["--repo-set", "cnn_depth"], "--repo-set: 'cnn_depth' is not KEY=VALUE"),
         (["--repo-set", "cnn_width=4"], "--repo-set: unknown RePo config keys ['cnn_width']"),
         (["--repo-set", "horizon=0"], "--repo-set: invalid RePo settings"),
@@ -88,7 +88,8 @@ def test_benchmark_repo_rejects_bad_settings_before_measuring(tmp_path, monkeypa
 def test_benchmark_repo_on_cuda_counts_no_host_sync(tmp_path):
     """Issue 23: on a GPU, an update on a sampled batch makes no host sync (the full-size figure is the
     benchmark's `host_syncs` column in gpu_check's bench_repo step)."""
-    rows = run_benchmark(tiny_args(tmp_path / "repo.json", "cuda", "--repo-batches", "2x4", "--repo-env-steps", "0"))
+    args = tiny_args(tmp_path / "repo.json", "cuda", "--repo-batches", "2x4", "--repo-objectives", "repo,dreamer")
+    rows = run_benchmark([*args, "--repo-env-steps", "0"])
     updates = [row for row in rows if row["bench"] == "repo_update"]
     assert {row["mode"] for row in updates} == {"eager", "bf16", "compiled"}
     assert all(row["compile_s"] >= 0 for row in updates if row["mode"] == "compiled")
