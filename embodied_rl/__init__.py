@@ -20,11 +20,31 @@ def _task_name(task: str) -> str:
     return _full_task(task).rpartition("/")[2]
 
 
+def _run_task(path) -> str:
+    """`${run_task:...}` in configs (experiment=repo_adapt's run directory): the task of the run directory or
+    checkpoint file `path` (its config.yaml's env.task); "unknown-run" when there is none to read (the pipeline
+    that uses it then says why)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    if path is None:
+        return "unknown-run"
+    path = Path(str(path))
+    folder = path.parent if path.suffix == ".pt" else path
+    folder = folder.parent if folder.name == "checkpoints" else folder
+    try:
+        return str(OmegaConf.load(folder / "config.yaml").env.task)
+    except Exception:  # no such run, a damaged config.yaml: not this resolver's to report
+        return "unknown-run"
+
+
 def _register_config_resolvers() -> None:
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("full_task", _full_task, replace=True)
     OmegaConf.register_new_resolver("task_name", _task_name, replace=True)
+    OmegaConf.register_new_resolver("run_task", _run_task, replace=True)
 
 
 _register_config_resolvers()

@@ -36,6 +36,7 @@ PIPELINES = {
     "vlm_iql": "embodied_rl.pipelines.vlm_iql:VLMIQLPipeline",
     "text2reward": "embodied_rl.pipelines.text2reward:Text2RewardPipeline",
     "repo": "embodied_rl.pipelines.repo:RePoPipeline",
+    "repo_adapt": "embodied_rl.pipelines.repo_adapt:RePoAdaptPipeline",
 }
 
 
