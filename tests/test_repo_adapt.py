@@ -193,3 +193,16 @@ def test_settings_are_checked():
         RePoAdaptConfig.from_mapping({"adaptation": {"batch_size": 2.5}})
     cfg = RePoAdaptConfig.from_mapping({"env_steps": 1000, "collect_every": 300, "updates_per_collect": 7})
     assert cfg.updates == 21
+
+
+def test_run_is_named_after_the_checkpoints_task(source_run, tmp_path):
+    """The run directory and config.yaml's env / agent follow the checkpoint (a .pt file here), not the defaults."""
+    from embodied_rl.pipelines.base import pipeline_for
+    from embodied_rl.runs import compose_config
+
+    source = edited_run(source_run, tmp_path / "hopper", env__task="mujoco/Hopper-v5")
+    cfg = compose_config(["experiment=repo_adapt", f"checkpoint={source / 'checkpoints' / 'latest.pt'}", "seed=2"])
+    assert cfg.run_dir == "runs/repo_adapt/mujoco/Hopper-v5/seed2"
+    pipeline_for(cfg)
+    assert (cfg.env.task, cfg.env.distractors, cfg.env.seed) == ("mujoco/Hopper-v5", "test", 2)
+    assert cfg.agent.embed_dim == 64 and cfg.run_dir == "runs/repo_adapt/mujoco/Hopper-v5/seed2"
