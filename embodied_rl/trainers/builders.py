@@ -51,7 +51,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def make_agent(agent_cfg: Mapping[str, Any], observation_space, action_space, device: torch.device):
     """Instantiate the agent named `agent_cfg["name"]` with the other keys as constructor arguments, or, for an
-    agent class with a `settings_class` (a dataclass of its hyperparameters, e.g. RePo's), as that dataclass:
+    agent class with a `settings_class` (a dataclass of its hyperparameters), as that dataclass:
     `agent_class(observation_space, action_space, settings, device=...)`."""
     cfg = dict(agent_cfg)
     name = cfg.pop("name")
