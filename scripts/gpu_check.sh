@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check that needs a CUDA GPU, in one command (README "Speed"; issues 3, 4, 6 and 7): the `gpu` tests (CUDA
+# Every check that needs a CUDA GPU, in one command (README "Speed"; issues 3, 4, 6, 7, 8 and 9): the `gpu` tests (CUDA
 # graphs equal to eager, no host syncs), the SAC, pixel SAC and IQL update benchmarks on CPU and CUDA (eager, compiled,
 # compiled + CUDA graphs), the RePo update benchmark (eager, bf16, compiled; host syncs), a short compiled + CUDA-graph
 # SAC run on the GPU and its evaluation with EGL videos.
@@ -39,7 +39,7 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 # Every step runs even if an earlier one fails (a GPU session is short): failures are listed at the end.
-STEP_NAMES="pytest_gpu bench_sac bench_iql bench_sac_pixels bench_repo egl_render train_cudagraphs evaluate_egl gw_entropic_cuda train_pearl image_reward_cuda train_vlm_iql"
+STEP_NAMES="pytest_gpu bench_sac bench_iql bench_sac_pixels bench_repo egl_render train_cudagraphs evaluate_egl gw_entropic_cuda train_pearl image_reward_cuda train_vlm_iql train_repo adapt_repo train_text2reward"
 for name in ${ONLY:-}; do
     [[ " $STEP_NAMES " == *" $name "* ]] || { echo "error: ONLY names an unknown step '$name' (steps: $STEP_NAMES)"; exit 2; }
 done
@@ -118,6 +118,17 @@ step train_vlm_iql $PY scripts/train.py experiment=vlm_iql vlm_iql.arm=scripted 
     overwrite=true trainer.dataset=medium vlm_iql.dataset_episodes=10 vlm_iql.labelling.num_pairs=500 \
     vlm_iql.reward.steps=500 trainer.total_updates=2000 trainer.eval_every=2000 trainer.checkpoint_every=2000 \
     trainer.eval_videos=0
+# issue 9: RePo at the paper's batch (50 x 50 windows) and update rate on the GPU with EGL-rendered DMC pixels and
+# distractors, replay on the GPU, its test-split evaluation; then the test-time adaptation of that run on the GPU.
+# A short budget: the point is that the paper's configuration runs on CUDA and how fast (steps/s in metrics.csv)
+step train_repo $PY scripts/train.py experiment=repo env.task=dmc/walker-walk device=cuda run_dir=runs/gpu_check_repo \
+    overwrite=true trainer.total_steps=6000 trainer.seed_steps=2500 trainer.eval_every=6000 trainer.eval_episodes=2 \
+    trainer.checkpoint_every=6000 repo.test_episodes=2
+step adapt_repo $PY scripts/train.py experiment=repo_adapt checkpoint=runs/gpu_check_repo device=cuda \
+    run_dir=runs/gpu_check_repo_adapt overwrite=true repo_adapt.env_steps=2000 repo_adapt.eval_episodes=2
+# issue 8: Text2Reward's SAC on a sandboxed program (the stand-in's hand-written code) with the learner on CUDA
+step train_text2reward bash -c "TASKS=reach-v3 SEEDS=1 STEPS=20000 ARMS=generated EXTRA='device=cuda name=gpu_check_t2r' \
+    bash scripts/text2reward_results.sh"
 ls "$OUT" "$OUT/evaluate" || true
 if ((${#failed[@]})); then
     echo "gpu_check: FAILED: ${failed[*]} (logs in $OUT/)"
