@@ -42,3 +42,19 @@ def test_a_task_without_a_program_gets_no_code():
     answer = script.answer_for(prompt_for("metaworld/soccer-v3"), script.DEFAULT_PROGRAMS, counts)
     _, program, problem = judge(answer, abstraction_for("metaworld/soccer-v3").attributes)
     assert program is None and "soccer-v3" in answer and problem
+
+
+def test_the_recorded_stand_in_answers_replay_offline(tmp_path):
+    """The pipeline end to end on the recorded answers, with no endpoint: the program trained on is the stand-in's
+    (hand-written, marked as such). Fails when the generation prompt changes (re-record: the fixture's README)."""
+    from script_helpers import train_in_process
+    from test_text2reward_pipeline import t2r_args
+
+    fixtures = ROOT / "tests" / "fixtures" / "text2reward_stand_in"
+    run_dir = tmp_path / "run"
+    replay = ["llm=replay", f"llm.replay_dir={fixtures}", "llm.model=stand-in", "llm.cache_dir=null"]
+    assert train_in_process(t2r_args(run_dir, *replay))["steps"] == 60
+    program = (run_dir / "text2reward" / "program.py").read_text()
+    script = load_script()
+    assert program.startswith(script.STAND_IN_HEADER)
+    assert script.program_for("reach-v3", script.DEFAULT_PROGRAMS).strip() in program
