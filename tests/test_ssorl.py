@@ -57,7 +57,7 @@ def linear_trajectory(episode: int, steps: int = 40, rng: np.random.Generator | 
 
 
 def tiny_cfg(**overrides) -> IDMConfig:
-    values = dict(hidden_dims=(64, 64), steps=600, eval_every=100, lr=3e-3, batch_size=128)
+    values = dict(hidden_dims=(64, 64), steps=600, eval_every=100, lr=3e-3, batch_size=128, val_fraction=0.1)
     return IDMConfig(**{**values, **overrides})
 
 
@@ -423,7 +423,15 @@ def test_default_config_loads_and_prepares_every_arm():
             assert diagnostics["proxy_action_steps"] == 18 * 20 and np.isfinite(diagnostics["proxy_action_mse"])
         else:
             assert "idm" not in diagnostics  # no IDM is trained for the other arms
-    assert sizes == {"labelled_only": 2, "semi_supervised": 20, "oracle": 20}
+        if arm.startswith("control_"):  # the stand-ins' error against the hidden actions, for diagnosis
+            assert diagnostics["proxy_action_steps"] == 18 * 20
+    assert sizes == {
+        "labelled_only": 2,
+        "semi_supervised": 20,
+        "oracle": 20,
+        "control_random": 20,
+        "control_shuffled": 20,
+    }
 
     with pytest.raises(ValueError, match="valid arms"):
         prepare_ssorl_dataset(trajectories, {"arm": "nope"})

@@ -12,7 +12,14 @@ This module builds the stage-3 dataset; the offline RL trainer is separate. Flow
 
     trajectories --split_trajectories--> labelled, unlabelled (actions hidden)
                  --train_inverse_dynamics(labelled)--> IDM           (semi_supervised arm only)
-                 --build_arm_dataset(arm, ...)--> list[Trajectory]    (labelled_only | semi_supervised | oracle)
+                 --build_arm_dataset(arm, ...)--> list[Trajectory]    (labelled_only | semi_supervised | oracle
+                                                                        | control_random | control_shuffled)
+
+The two control arms measure what the proxy actions are worth: they train on the same states and rewards as the
+semi-supervised arm, with the action-free steps given actions that carry no information about them, drawn
+uniformly from the action space (`control_random`) or a random permutation of the labelled trajectories'
+actions (`control_shuffled`: the labelled action distribution, paired with the wrong states). A semi-supervised
+arm no better than its controls gains from the added states and rewards, not from its proxy actions.
 
 `prepare_ssorl_dataset` runs the whole flow from a config (configs/ssorl/default.yaml); `save_arm_dataset` /
 `load_arm_dataset` keep its result with a run, so a resumed run trains on the same proxy actions without
@@ -45,23 +52,28 @@ from embodied_rl.pipelines.base import Pipeline
 from embodied_rl.trainers.assembly import Run
 from embodied_rl.validation import check_field_types, check_ranges, settings_from_mapping
 
-ARMS = ("labelled_only", "semi_supervised", "oracle")
+ARMS = ("labelled_only", "semi_supervised", "oracle", "control_random", "control_shuffled")
+CONTROL_ARMS = ("control_random", "control_shuffled")
+WINDOW_MODES = ("symmetric", "past")
 
 
 @dataclass
 class SSORLConfig:
     """The settings of `prepare_ssorl_dataset`, as in configs/ssorl/default.yaml (its keys are these fields)."""
 
-    arm: str = "semi_supervised"  # labelled_only | semi_supervised | oracle
+    arm: str = "semi_supervised"  # labelled_only | semi_supervised | oracle | control_random | control_shuffled
     labelled_fraction: float = 0.1  # of all trajectories keep their actions, ...
     return_quantile: float = 0.5  # ... drawn from the lowest-return part of this size
-    window: int = 1  # k: the IDM sees s_{t-k}..s_{t+max(k,1)}
+    window: int = 1  # k: the IDM sees s_{t-k}..s_{t+max(k,1)} (symmetric) or s_{t-k}..s_{t+1} (past)
+    window_mode: str = "symmetric"  # symmetric (ours) | past (the reference code's num_past_transitions)
     idm: IDMConfig = field(default_factory=IDMConfig)
 
     def __post_init__(self) -> None:
         check_field_types(self, "ssorl settings", prefix="ssorl.")  # window=2.5 is not window 2
         if self.arm not in ARMS:
             raise ValueError(f"unknown SS-ORL arm {self.arm!r}; valid arms: {', '.join(ARMS)}")
+        if self.window_mode not in WINDOW_MODES:
+            raise ValueError(f"ssorl.window_mode must be one of {', '.join(WINDOW_MODES)}, got {self.window_mode!r}")
         if not isinstance(self.idm, IDMConfig):
             self.idm = IDMConfig.from_mapping(self.idm)
 
@@ -192,7 +204,11 @@ def action_error(
     if len(trajectories) == 0:
         return {"mse": math.nan, "mae": math.nan, "max_abs": math.nan, "explained_variance": math.nan, "steps": 0}
     proxy = np.concatenate([model.predict_actions(t.observations) for t in trajectories])  # (N, A)
-    truth = np.concatenate([np.asarray(a, dtype=np.float32) for a in true_actions])  # (N, A)
+    return _error_statistics(proxy, np.concatenate([np.asarray(a, dtype=np.float32) for a in true_actions]))
+
+
+def _error_statistics(proxy: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """mse, mae, max_abs, explained_variance and steps of stand-in actions (N, A) against the true ones (N, A)."""
     if proxy.shape != truth.shape:
         raise ValueError(f"proxy actions {proxy.shape} and true actions {truth.shape} differ in shape")
     error = proxy - truth
@@ -207,6 +223,62 @@ def action_error(
     }
 
 
+def control_actions(
+    arm: str,
+    labelled: Sequence[Trajectory],
+    unlabelled: Sequence[Trajectory],
+    seed: int = 0,
+    action_low: np.ndarray | float = -1.0,
+    action_high: np.ndarray | float = 1.0,
+) -> list[np.ndarray]:
+    """The stand-in actions of a control arm, one (T, A) float32 array per action-free trajectory:
+
+    - `control_random`: every element uniform in [action_low, action_high] (per dimension), independent of the
+      states;
+    - `control_shuffled`: the labelled trajectories' actions, all of them pooled, in a random order: the pool is
+      repeated as often as the action-free steps need (each labelled action is used floor(n_u / n_l) or that + 1
+      times) and each repetition is a fresh permutation, so the stand-ins follow the labelled action
+      distribution but are paired with unrelated states.
+
+    Only the labelled actions and the action-free trajectories' lengths are read; the hidden true actions never
+    are. The same seed gives the same actions.
+    """
+    if arm not in CONTROL_ARMS:
+        raise ValueError(f"{arm!r} is not a control arm; control arms: {', '.join(CONTROL_ARMS)}")
+    steps = [len(t) for t in unlabelled]
+    total = sum(steps)
+    rng = np.random.default_rng([seed, 20231])  # its own stream: the split's draws are not shifted
+    if arm == "control_random":
+        action_dim = (
+            np.asarray(labelled[0].actions).shape[1] if labelled else np.asarray(unlabelled[0].actions).shape[1]
+        )
+        low = np.broadcast_to(np.asarray(action_low, dtype=np.float64), (action_dim,))
+        high = np.broadcast_to(np.asarray(action_high, dtype=np.float64), (action_dim,))
+        if not (np.isfinite(low).all() and np.isfinite(high).all() and (low <= high).all()):
+            raise ValueError(f"control_random needs a bounded action space, got low={low}, high={high}")
+        flat = rng.uniform(low, high, size=(total, action_dim)).astype(np.float32)  # (sum T, A)
+    else:
+        pool = np.concatenate([np.asarray(t.actions, dtype=np.float32) for t in labelled])  # (n_l, A)
+        if len(pool) == 0 or not np.isfinite(pool).all():
+            raise DatasetError("control_shuffled needs labelled trajectories with finite actions")
+        repeats = -(-total // len(pool))  # ceil
+        order = np.concatenate([rng.permutation(len(pool)) for _ in range(repeats)])[:total]
+        flat = pool[order]  # (sum T, A)
+    return np.split(flat, np.cumsum(steps)[:-1])
+
+
+def fill_actions(trajectories: Sequence[Trajectory], actions: Sequence[np.ndarray]) -> list[Trajectory]:
+    """Plain `Trajectory` copies of `trajectories` whose missing (NaN) steps take `actions` (one (T, A) array each);
+    known actions stay, the filled steps are marked in `infos["proxy_action"]` (T,) as `label_trajectories` does."""
+    out = []
+    for trajectory, filled in zip(trajectories, actions, strict=True):
+        missing = _missing_steps(trajectory)  # (T,)
+        values = np.where(missing[:, None], filled, trajectory.actions).astype(np.float32)
+        infos = {**trajectory.infos, "proxy_action": missing}
+        out.append(Trajectory(**{**_trajectory_fields(trajectory), "actions": values, "infos": infos}))
+    return out
+
+
 # ---------------------------------------------------------------- 3. arms
 
 
@@ -215,12 +287,15 @@ def build_arm_dataset(
     labelled: Sequence[Trajectory],
     unlabelled: Sequence[Trajectory],
     model: InverseDynamicsModel | None = None,
+    control: Sequence[np.ndarray] | None = None,
 ) -> list[Trajectory]:
     """The offline RL dataset of one experimental arm (labelled trajectories first, then the others):
 
     - `labelled_only`: the labelled trajectories alone (the baseline that ignores action-free data);
     - `semi_supervised`: SS-ORL, labelled + unlabelled with the IDM's proxy actions (needs `model`);
-    - `oracle`: every trajectory with its true actions (the fully labelled upper bound).
+    - `oracle`: every trajectory with its true actions (the fully labelled upper bound);
+    - `control_random` / `control_shuffled`: labelled + unlabelled with uninformative stand-in actions (needs
+      `control`, from `control_actions`), marked like proxy actions.
     """
     if arm == "labelled_only":
         return list(labelled)
@@ -234,6 +309,10 @@ def build_arm_dataset(
             for t, actions in zip(unlabelled, true_actions_of(unlabelled))
         ]
         return list(labelled) + restored
+    if arm in CONTROL_ARMS:
+        if control is None:
+            raise ValueError(f"the {arm} arm needs its stand-in actions (control=control_actions(...))")
+        return list(labelled) + fill_actions(unlabelled, control)
     raise ValueError(f"unknown SS-ORL arm {arm!r}; valid arms: {', '.join(ARMS)}")
 
 
@@ -246,14 +325,18 @@ def prepare_ssorl_dataset(
     seed: int = 0,
     logger: Any = None,
     device: str | torch.device = "cpu",
+    action_low: np.ndarray | float = -1.0,
+    action_high: np.ndarray | float = 1.0,
 ) -> tuple[list[Trajectory], dict[str, Any]]:
-    """Split -> (IDM training -> labelling, for the semi_supervised arm) -> the arm's dataset.
+    """Split -> (IDM training -> labelling, for the semi_supervised arm; stand-in actions, for a control arm) ->
+    the arm's dataset.
 
     `cfg`: an `SSORLConfig`, or a mapping with its keys (those of configs/ssorl/default.yaml: arm, labelled_fraction,
-    return_quantile, window, idm); missing keys take the defaults. `logger` (optional): `log(metrics, step, prefix)`
-    and `summary(text)`, e.g. `embodied_rl.logging.RunLogger`; the IDM curves are logged under `idm/`. Returns the
-    dataset and diagnostics (split sizes and returns, IDM curves and best step, proxy-action error on the unlabelled
-    part).
+    return_quantile, window, window_mode, idm); missing keys take the defaults. `logger` (optional):
+    `log(metrics, step, prefix)` and `summary(text)`, e.g. `embodied_rl.logging.RunLogger`; the IDM curves are
+    logged under `idm/`. `action_low` / `action_high`: the action space's bounds (control_random draws in them).
+    Returns the dataset and diagnostics (split sizes and returns, IDM curves and best step, the error of the proxy
+    or stand-in actions on the unlabelled part).
     """
     cfg = cfg if isinstance(cfg, SSORLConfig) else SSORLConfig.from_mapping(cfg)
     arm, window, idm_cfg = cfg.arm, cfg.window, cfg.idm
@@ -283,10 +366,17 @@ def prepare_ssorl_dataset(
             f"{len(unlabelled)} unlabelled (mean return {diagnostics['unlabelled_return_mean']:.1f})"
         )
 
-    model = None
+    model, control = None, None
     if arm == "semi_supervised":
         model, report = train_inverse_dynamics(
-            labelled, idm_cfg, window=window, seed=seed, device=resolve_device(device), logger=logger
+            labelled,
+            idm_cfg,
+            window=window,
+            seed=seed,
+            device=resolve_device(device),
+            logger=logger,
+            window_mode=cfg.window_mode,
+            normalization_trajectories=list(labelled) + list(unlabelled),  # read only with normalize_over=all
         )
         error = action_error(model, unlabelled, true_actions_of(unlabelled))
         diagnostics["idm"] = report.as_dict()
@@ -296,8 +386,19 @@ def prepare_ssorl_dataset(
                 f"[ssorl] IDM: best step {report.best_step}, val nll {report.best_val_nll:.4g}, val mse "
                 f"{report.best_val_mse:.4g}; proxy-action mse on unlabelled {error['mse']:.4g}"
             )
+            logger.summary(f"[ssorl] IDM validation curve: {report.curve_summary()}")
+    elif arm in CONTROL_ARMS:
+        control = control_actions(arm, labelled, unlabelled, seed=seed, action_low=action_low, action_high=action_high)
+        truth = np.concatenate([np.asarray(a, dtype=np.float32) for a in true_actions_of(unlabelled)])
+        error = _error_statistics(np.concatenate(control), truth)  # diagnosis only: what the stand-ins are worth
+        diagnostics.update({f"proxy_action_{key}": value for key, value in error.items()})
+        if logger is not None:
+            logger.summary(
+                f"[ssorl] {arm}: uninformative actions on the {len(unlabelled)} action-free trajectories; their mse "
+                f"against the hidden actions {error['mse']:.4g} (explained variance {error['explained_variance']:.3g})"
+            )
 
-    dataset = build_arm_dataset(arm, labelled, unlabelled, model)
+    dataset = build_arm_dataset(arm, labelled, unlabelled, model, control)
     diagnostics["num_dataset_trajectories"] = len(dataset)
     diagnostics["num_dataset_steps"] = sum(len(t) for t in dataset)
     return dataset, diagnostics
@@ -371,7 +472,14 @@ class SSORLPipeline(Pipeline):
     trainer_kinds = ("offline",)
     outputs = ("ssorl.json", "ssorl_dataset.npz", "ssorl_dataset.npz.tmp", "idm")
     resumable = ("idm.progress",)
-    added_later = {"idm.patience": 0}  # 2026-12-07: early stopping of the IDM (0: off, as before)
+    added_later = {
+        "idm.patience": 0,  # 2026-12-07: early stopping of the IDM (0: off, as before)
+        # 2026-12 (issue 24): the reference code's settings, each with the value that keeps older runs' behaviour
+        "window_mode": "symmetric",
+        "idm.dropout": 0.0,
+        "idm.normalize_over": "labelled",
+        "idm.min_val_trajectories": 1,
+    }
 
     def run(self, run: Run) -> dict[str, Any]:
         return run.train_offline(prepare=self.prepare)
@@ -390,9 +498,17 @@ class SSORLPipeline(Pipeline):
         # a new run, or a resume of one made before runs kept their dataset
         shutil.rmtree(run.run_dir / "idm", ignore_errors=True)  # the curves of an IDM trained again start afresh
         idm_logger = run.logger_for("idm") if self.settings.arm == "semi_supervised" else None
+        space = getattr(env, "action_space", None)  # control_random draws in the env's action bounds
+        bounds = (space.low, space.high) if hasattr(space, "low") and hasattr(space, "high") else (-1.0, 1.0)
         try:
             dataset, diagnostics = prepare_ssorl_dataset(
-                trajectories, self.settings, seed=run.seed, logger=idm_logger or run.logger, device=str(run.device)
+                trajectories,
+                self.settings,
+                seed=run.seed,
+                logger=idm_logger or run.logger,
+                device=str(run.device),
+                action_low=bounds[0],
+                action_high=bounds[1],
             )
         finally:
             if idm_logger is not None:
