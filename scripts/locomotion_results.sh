@@ -49,6 +49,7 @@ mkdir -p docs/results
 {
   echo "## SAC run used for the datasets"; $PY scripts/summarize.py "$RUN" --metric return_mean
   echo; echo "## IQL"
-  tiers=(); for tier in random medium medium-replay expert; do [[ -d runs/iql_$tier/mujoco ]] && tiers+=("runs/iql_$tier/mujoco"); done
+  # this task's runs only (each task's file repeated every task's rows before; offline_mujoco.md has them all)
+  tiers=(); for tier in random medium medium-replay expert; do [[ -d runs/iql_$tier/mujoco/$TASK ]] && tiers+=("runs/iql_$tier/mujoco/$TASK"); done
   $PY scripts/summarize.py "${tiers[@]}" --metric return_mean --metric normalized_score
 } | tee "docs/results/offline_${TASK}.md"

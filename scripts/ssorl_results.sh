@@ -1,56 +1,97 @@
 #!/usr/bin/env bash
-# SS-ORL results of README "Results": the three arms (labelled-only, semi-supervised, oracle) on each task, 3 seeds,
-# then the IDM window-size ablation (k = 0, 2; k = 1 is the semi-supervised arm) on the first task, then the same
-# semi-supervised runs with the paper's IDM input encoding (ssorl.idm.inputs=states, run names ending in _states),
-# then a table.
-#   bash scripts/ssorl_results.sh                 # Hopper medium-replay from scripts/locomotion_results.sh (default)
-#   ENV=metaworld TASKS=metaworld/drawer-open-v3,metaworld/button-press-v3 DATASET=mixed REWARD=none \
-#       bash scripts/ssorl_results.sh             # the Meta-World mixed tier (scripts/offline_results.sh does this)
-#   ABLATION=0 bash scripts/ssorl_results.sh      # the three arms only (no window or encoding ablation)
-#   TABLES_ONLY=1 bash scripts/ssorl_results.sh   # only rewrite the table from existing runs
+# SS-ORL results (issue 24): every arm (labelled-only, semi-supervised, oracle, and the two control arms whose
+# action-free steps get uninformative actions) on each task and seed, for one configuration:
+#   CONFIG=paper  experiment=ssorl_paper: the reference code's IDM and TD3+BC at its budget (configs/ssorl/paper.yaml)
+#   CONFIG=ours   experiment=ssorl: our IDM (`differences`, symmetric window) and IQL, our ablation of the method
+# then (ours, ABLATION=1) the IDM window-size ablation (k = 0, 2) and the paper's input encoding on our IDM, then
+# a table with the IDM's validation curve and the proxy / stand-in actions' error per run.
+#   CONFIG=paper bash scripts/ssorl_results.sh                 # Hopper medium-replay, 5 arms x 5 seeds, 200k updates
+#   CONFIG=ours  bash scripts/ssorl_results.sh                 # the same arms with our configuration
+#   CONFIG=paper TASKS=mujoco/Hopper-v5,mujoco/Walker2d-v5,mujoco/HalfCheetah-v5 DATASET=medium-expert \
+#       bash scripts/ssorl_results.sh                          # more tasks / another tier (build the datasets first)
+#   CONFIG=paper ARMS=semi_supervised,control_random SEEDS=1 UPDATES=2000 IDM_STEPS=20 EVAL_EPISODES=2 \
+#       bash scripts/ssorl_results.sh                          # a smoke run (name it: RUN_PREFIX=smoke)
+#   ENV=metaworld TASKS=metaworld/drawer-open-v3 DATASET=mixed REWARD=none CONFIG=ours bash scripts/ssorl_results.sh
+#   TABLES_ONLY=1 CONFIG=paper bash scripts/ssorl_results.sh   # only rewrite the table from existing runs
+# UPDATES, IDM_STEPS, EVAL_EPISODES, REWARD left empty keep the experiment's values (paper: 200k TD3+BC updates of
+# 5120, 100 IDM updates, 30 evaluation episodes every 10k updates, raw rewards; ours: 200k IQL updates of 256,
+# 20k IDM updates, 10 episodes every 10k, CORL's reward scaling). Run directories:
+# runs/<RUN_PREFIX>_<agent>_<dataset>_<arm>_k<window>[_states]/<task>/seed<N>, RUN_PREFIX=ssorl_<CONFIG> by default
+# (the runs of the earlier protocol, runs/ssorl_iql_*, stay as they are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+CONFIG=${CONFIG:-ours}
 ENV=${ENV:-mujoco}
 TASKS=${TASKS:-mujoco/Hopper-v5}
 DATASET=${DATASET:-medium-replay}
-REWARD=${REWARD:-returns}               # CORL's reward scaling for locomotion; none for Meta-World
-UPDATES=${UPDATES:-15000}
-IDM_STEPS=${IDM_STEPS:-5000}
+ARMS=${ARMS:-labelled_only,semi_supervised,oracle,control_random,control_shuffled}
+SEEDS=${SEEDS:-1,2,3,4,5}
+UPDATES=${UPDATES:-}
+IDM_STEPS=${IDM_STEPS:-}
+EVAL_EPISODES=${EVAL_EPISODES:-}
+REWARD=${REWARD:-}
 JOBS=${JOBS:-2}
-SEEDS=${SEEDS:-1,2,3}
-ABLATION=${ABLATION:-1}                 # 0 skips the window-size and input-encoding ablations
-TABLES_ONLY=${TABLES_ONLY:-0}           # 1: no training, only the table from the runs already there
-EVAL_EPISODES=${EVAL_EPISODES:-10}
+ABLATION=${ABLATION:-$([[ $CONFIG == ours ]] && echo 1 || echo 0)}  # ours only: window size and encoding
 ABLATION_TASK=${ABLATION_TASK:-${TASKS%%,*}}
+TABLES_ONLY=${TABLES_ONLY:-0}           # 1: no training, only the table from the runs already there
+RUN_PREFIX=${RUN_PREFIX:-ssorl_$CONFIG}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=.venv/bin/python
-COMMON=(experiment=ssorl env="$ENV" trainer.dataset="$DATASET" trainer.reward.normalize="$REWARD"
-        ssorl.idm.steps="$IDM_STEPS" ssorl.idm.progress=false
-        trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) trainer.eval_episodes="$EVAL_EPISODES"
-        trainer.eval_videos=0 trainer.checkpoint_every="$UPDATES" trainer.progress=false seed="$SEEDS"
+case $CONFIG in
+  paper) EXPERIMENT=ssorl_paper ;;
+  ours) EXPERIMENT=ssorl ;;
+  *) echo "CONFIG must be paper or ours, got $CONFIG" >&2; exit 2 ;;
+esac
+NAME='${agent.name}_${trainer.dataset}_${ssorl.arm}_k${ssorl.window}'
+COMMON=(experiment="$EXPERIMENT" env="$ENV" trainer.dataset="$DATASET" ssorl.idm.progress=false
+        trainer.eval_videos=0 trainer.progress=false seed="$SEEDS"
         hydra/launcher=local hydra.launcher.n_jobs="$JOBS" resume=true)  # reruns skip finished runs
+[[ -n $REWARD ]] && COMMON+=(trainer.reward.normalize="$REWARD")
+[[ -n $IDM_STEPS ]] && COMMON+=(ssorl.idm.steps="$IDM_STEPS")
+[[ -n $EVAL_EPISODES ]] && COMMON+=(trainer.eval_episodes="$EVAL_EPISODES")
+if [[ -n $UPDATES ]]; then
+  COMMON+=(trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 20 > 0 ? UPDATES / 20 : 1))
+           trainer.checkpoint_every="$UPDATES")
+fi
 
 if [[ "$TABLES_ONLY" == 0 ]]; then
-  $PY scripts/train.py -m env.task="$TASKS" ssorl.arm=labelled_only,semi_supervised,oracle "${COMMON[@]}"
+  $PY scripts/train.py -m env.task="$TASKS" ssorl.arm="$ARMS" "name=${RUN_PREFIX}_$NAME" "${COMMON[@]}"
 fi
 if [[ "$TABLES_ONLY" == 0 && "$ABLATION" != 0 ]]; then
-  $PY scripts/train.py -m env.task="$ABLATION_TASK" ssorl.arm=semi_supervised ssorl.window=0,2 "${COMMON[@]}"
-  STATES=(ssorl.arm=semi_supervised ssorl.idm.inputs=states
-          'name=ssorl_${agent.name}_${trainer.dataset}_${ssorl.arm}_k${ssorl.window}_states')
+  $PY scripts/train.py -m env.task="$ABLATION_TASK" ssorl.arm=semi_supervised ssorl.window=0,2 \
+      "name=${RUN_PREFIX}_$NAME" "${COMMON[@]}"
+  STATES=(ssorl.arm=semi_supervised ssorl.idm.inputs=states "name=${RUN_PREFIX}_${NAME}_states")
   $PY scripts/train.py -m env.task="$TASKS" "${STATES[@]}" "${COMMON[@]}"
   $PY scripts/train.py -m env.task="$ABLATION_TASK" ssorl.window=0,2 "${STATES[@]}" "${COMMON[@]}"
 fi
 
 mkdir -p docs/results
+OUT="docs/results/ssorl_${CONFIG}_${ENV}_${DATASET}.md"
 {
-  echo "## SS-ORL on $DATASET ($TASKS)"
-  $PY scripts/summarize.py runs/ssorl_iql_"$DATASET"_* --metric success_rate --metric return_mean --metric normalized_score
-  echo; echo "## proxy actions of the inverse dynamics model on the unlabelled part: MSE, explained variance"
-  for run in runs/ssorl_iql_"$DATASET"_semi_supervised_k*/*/*/seed*; do
-    if [[ ! -f $run/ssorl.json ]]; then echo "$run (no ssorl.json: killed before the IDM finished?)"; continue; fi
-    error=$($PY -c "import json,sys; d = json.load(open(sys.argv[1]))
-print(round(d['proxy_action_mse'], 4), round(d['proxy_action_explained_variance'], 3))" "$run/ssorl.json")
-    echo "$run $error"
+  echo "## SS-ORL, $CONFIG configuration (experiment=$EXPERIMENT), $DATASET ($TASKS)"
+  echo
+  echo "Made by: \`CONFIG=$CONFIG ENV=$ENV TASKS=$TASKS DATASET=$DATASET ARMS=$ARMS SEEDS=$SEEDS" \
+       "UPDATES=$UPDATES IDM_STEPS=$IDM_STEPS EVAL_EPISODES=$EVAL_EPISODES REWARD=$REWARD bash scripts/ssorl_results.sh\`" \
+       "($(date -u +%Y-%m-%d))"
+  echo
+  $PY scripts/summarize.py runs/"$RUN_PREFIX"_*_"$DATASET"_* --metric success_rate --metric return_mean --metric normalized_score
+  echo; echo "## IDM validation curve and proxy / stand-in actions on the action-free part"
+  echo "val nll: first -> best (step) -> last evaluation, on the held-out labelled trajectories; MSE and explained"
+  echo "variance of the actions the arm trained on against the hidden true ones (controls: about 0 or below)."
+  echo
+  echo "| run | held-out trajectories | val nll first -> best (step) -> last | proxy MSE | explained var. |"
+  echo "|---|---|---|---|---|"
+  for run in runs/"$RUN_PREFIX"_*_"$DATASET"_{semi_supervised,control_random,control_shuffled}_k*/*/*/seed*; do
+    [[ -d $run ]] || continue
+    if [[ ! -f $run/ssorl.json ]]; then echo "| $run | (no ssorl.json: killed before the data was ready?) | | | |"; continue; fi
+    $PY -c "import json, sys
+d = json.load(open(sys.argv[1])); idm = d.get('idm')
+curve = '-'
+if idm and idm['val_nll']:
+    curve = f\"{idm['val_nll'][0]:.3f} -> {idm['best_val_nll']:.3f} ({idm['best_step']} of {idm['eval_steps'][-1]}) -> {idm['val_nll'][-1]:.3f}\"
+held = len(idm['val_episode_ids']) if idm else '-'
+print(f\"| {sys.argv[2]} | {held} | {curve} | {d['proxy_action_mse']:.4f} | {d['proxy_action_explained_variance']:.3f} |\")" \
+      "$run/ssorl.json" "$run"
   done
-} | tee "docs/results/ssorl_${ENV}_${DATASET}.md"
+} | tee "$OUT"
