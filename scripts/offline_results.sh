@@ -22,6 +22,7 @@ COMMON=(trainer.total_updates="$UPDATES" trainer.eval_every=$((UPDATES / 5)) tra
 $PY scripts/train.py -m experiment=iql env.task="$IQL_TASKS" trainer.dataset=medium,mixed "${COMMON[@]}"
 # SS-ORL: three arms on the mixed tier (10 % labelled, from the lower half of returns) + window ablation
 ENV=metaworld TASKS="$TASKS" DATASET=mixed REWARD=none UPDATES="$UPDATES" IDM_STEPS="$IDM_STEPS" JOBS="$JOBS" \
+    CONFIG=ours SEEDS=1,2,3 ARMS=labelled_only,semi_supervised,oracle,control_random \
     ABLATION_TASK=metaworld/drawer-open-v3 bash scripts/ssorl_results.sh
 
 mkdir -p docs/results
