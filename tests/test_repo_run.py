@@ -137,3 +137,41 @@ def test_bad_settings_are_refused(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         train_in_process(args)
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+class _PixelStub:
+    """A 3-step env of random 64x64 frames (evaluation needs reset, step, render)."""
+
+    metadata: dict = {}
+
+    def __init__(self):
+        self.rng, self.t = np.random.default_rng(0), 0
+
+    def frame(self) -> np.ndarray:
+        return self.rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+    def reset(self, seed=None):
+        self.t = 0
+        return self.frame(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.frame(), 0.0, False, self.t >= 3, {"success": False}
+
+
+def test_an_evaluation_leaves_the_training_envs_recurrent_state_as_it_was(tmp_path):
+    """Evaluation resets the agent for its one env; the training envs' (h, z, a) must come back (with 2 training
+    envs, the next act would otherwise fail or act from a wrong state)."""
+    from embodied_rl.agents.repo import RePo, RePoConfig
+    from embodied_rl.logging import RunLogger
+    from embodied_rl.trainers.evaluation import evaluate_and_log
+
+    cfg = RePoConfig(cnn_depth=4, embed_dim=64, deter_dim=16, stoch_dim=4, hidden_dim=16)
+    agent = RePo((64, 64, 3), 2, cfg, device="cpu")
+    agent.reset(np.ones(2, dtype=bool))
+    agent.act(np.zeros((2, 64, 64, 3), np.uint8))
+    before = [part.clone() for part in agent.acting_state]
+    logger = RunLogger(tmp_path, tensorboard=False, console=False)
+    evaluate_and_log(agent, _PixelStub(), episodes=1, seed=0, step=0, logger=logger)
+    assert all(torch.equal(a, b) for a, b in zip(agent.acting_state, before))
+    agent.act(np.zeros((2, 64, 64, 3), np.uint8))  # the training envs act on

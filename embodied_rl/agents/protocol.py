@@ -4,11 +4,15 @@ Every agent has `act`, `update`, `state_dict` / `load_state_dict` and `device`. 
 `prepare(data)` (called once with the training data before the first update, e.g. to fit an observation
 normaliser) and `reset(done_mask)` (agents with recurrent state, e.g. a world model's policy: called at episode
 starts by online training and by evaluation). `prepare_agent` and `reset_agent` call a hook only where the agent
-has it, so simple agents need neither.
+has it, so simple agents need neither. Such an agent also exposes its per-env state as `acting_state` (get and
+set), so that an evaluation in the middle of training (`acting_state_kept`) leaves the training envs' state as it
+was.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -45,3 +49,17 @@ def reset_agent(agent: Any, done_mask: np.ndarray) -> None:
     reset = getattr(agent, "reset", None)
     if reset is not None:
         reset(np.asarray(done_mask, dtype=bool))
+
+
+@contextmanager
+def acting_state_kept(agent: Any) -> Iterator[None]:
+    """Give `agent.acting_state` (the per-env recurrent state an agent carries between `act` calls) back after the
+    block, e.g. around an evaluation that resets and uses it for its own env; nothing for agents without one."""
+    if not hasattr(agent, "acting_state"):
+        yield
+        return
+    saved = agent.acting_state
+    try:
+        yield
+    finally:
+        agent.acting_state = saved

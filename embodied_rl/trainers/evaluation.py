@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from embodied_rl.agents.protocol import reset_agent
+from embodied_rl.agents.protocol import acting_state_kept, reset_agent
 from embodied_rl.logging import write_video
 
 Policy = Callable[[Any], np.ndarray]  # obs -> action; may have `reset()`, called at each episode start
@@ -111,15 +111,17 @@ def evaluate_and_log(
 ) -> dict[str, Any]:
     """A trainer's periodic evaluation: `agent.act(deterministic=True)` for `episodes` episodes, the summary
     scalars (plus the normalised score when `ref_scores` are known) logged under `eval/` at `step`, one
-    console line. Returns {"step": step, **scalars}."""
-    result = evaluate_policy(
-        AgentPolicy(agent),
-        env,
-        episodes,
-        seed=seed,
-        video_dir=video_dir if videos > 0 else None,
-        videos=videos,
-    )
+    console line. A recurrent agent's training state is kept (`acting_state_kept`). Returns {"step": step,
+    **scalars}."""
+    with acting_state_kept(agent):
+        result = evaluate_policy(
+            AgentPolicy(agent),
+            env,
+            episodes,
+            seed=seed,
+            video_dir=video_dir if videos > 0 else None,
+            videos=videos,
+        )
     scalars = {k: result[k] for k in SUMMARY_KEYS}
     score = normalized_score(scalars["return_mean"], *ref_scores)
     if score is not None:

@@ -356,6 +356,16 @@ class RePo:
             return None
         return torch.cat(self._state[:2], dim=-1)
 
+    @property
+    def acting_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Each env's (h, z, previous action) carried between `act` calls (None before the first); set it back to
+        resume acting where it was (`agents.protocol.acting_state_kept` does so around an evaluation)."""
+        return self._state
+
+    @acting_state.setter
+    def acting_state(self, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> None:
+        self._state = state
+
     def _zero_state(self, num_envs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         deter, stoch = self.world_model.rssm.initial_state(num_envs, self.device)
         return deter, stoch, torch.zeros(num_envs, self.action_dim, device=self.device)
