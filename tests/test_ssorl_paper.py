@@ -8,7 +8,6 @@ on a Meta-World dataset of six short episodes for the configuration.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -264,34 +263,6 @@ def test_paper_experiment_composes_td3bc_at_the_reference_budget():
     assert cfg.trainer.reward.normalize == "none" and cfg.ssorl.window_mode == "past"
     assert cfg.name == "ssorl_paper_td3bc_medium-replay_control_random_k1"
     assert ours.agent.name == "iql" and ours.ssorl.idm.inputs == "differences"
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """Six 30-step episodes of the noisy scripted expert on reach-v3 (as tests/test_train.py makes them)."""
-    from embodied_rl.data import collect_dataset, dataset_id_for
-    from embodied_rl.envs import make_env
-    from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
-
-    root = tmp_path_factory.mktemp("minari")
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    env = make_env(task="metaworld/reach-v3", time_limit=30)
-    policy = make_behaviour_policy("scripted", env, "metaworld/reach-v3", noise_std=0.5, seed=0)
-    collect_dataset(
-        env,
-        policy,
-        dataset_id_for("metaworld/reach-v3", "tiny"),
-        episodes=6,
-        progress=False,
-        metadata={"ref_min_score": 0.0, "ref_max_score": 300.0},
-    )
-    env.close()
-    yield root
-    if previous is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = previous
 
 
 PAPER_TINY = [

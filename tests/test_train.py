@@ -234,34 +234,6 @@ OFFLINE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """Six 30-step episodes of the noisy scripted expert on reach-v3, with reference returns."""
-    from embodied_rl.data import collect_dataset, dataset_id_for
-    from embodied_rl.envs import make_env
-    from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
-
-    root = tmp_path_factory.mktemp("minari")
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    env = make_env(task="metaworld/reach-v3", time_limit=30)
-    policy = make_behaviour_policy("scripted", env, "metaworld/reach-v3", noise_std=0.5, seed=0)
-    collect_dataset(
-        env,
-        policy,
-        dataset_id_for("metaworld/reach-v3", "tiny"),
-        episodes=6,
-        progress=False,
-        metadata={"ref_min_score": 0.0, "ref_max_score": 300.0},
-    )
-    env.close()
-    yield root
-    if previous is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = previous
-
-
 def test_offline_iql_run_writes_outputs_with_normalised_score_and_evaluates(tiny_dataset, tmp_path):
     run_dir = tmp_path / "iql"
     results = train_in_process([*OFFLINE, f"run_dir={run_dir}"])
