@@ -186,9 +186,9 @@ class Text2RewardPipeline(Pipeline):
 
     def run(self, run: Run) -> dict[str, Any]:
         task = run.cfg.env.task
-        self.judge = self.success_wrappers(self.behaviour(task))
+        judge = self.success_wrappers(self.behaviour(task))  # checks the behaviour before anything runs
         if self.settings.arm == "env_reward":
-            return run.train_online(wrappers=self.judge)
+            return run.train_online(wrappers=judge)
         try:
             abstraction = abstraction_for(task)
         except ValueError as err:
@@ -260,10 +260,9 @@ class Text2RewardPipeline(Pipeline):
             workdir=str(out),
             components_path=log_dir / COMPONENTS_FILE,
         )
-        return {
-            "wrappers": [*self.judge, functools.partial(SnapshotInfo, abstraction=abstraction)],
-            "vector_wrappers": [reward],
-        }
+        judge = self.success_wrappers(self.behaviour(abstraction.task))
+        snapshot = functools.partial(SnapshotInfo, abstraction=abstraction)
+        return {"wrappers": [*judge, snapshot], "vector_wrappers": [reward]}
 
     def select(self, run: Run, out: Path, task: str, abstraction: Any) -> tuple[str, Run]:
         """The program to train on and the run to train it in: the only (or first) program passing the checks and
