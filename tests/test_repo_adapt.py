@@ -13,17 +13,11 @@ import pytest
 import torch
 import yaml
 from script_helpers import train_in_process
+from test_repo_run import repo_args
 
 from embodied_rl.pipelines.repo_adapt import RePoAdaptConfig
 from embodied_rl.trainers.builders import ConfigError
 
-TINY_AGENT = [
-    "agent.cnn_depth=4",
-    "agent.embed_dim=64",
-    "agent.deter_dim=16",
-    "agent.stoch_dim=4",
-    "agent.hidden_dim=16",
-]
 QUIET = ["device=cpu", "trainer.progress=false", "logging.tensorboard=false", "logging.console=false"]
 
 
@@ -31,24 +25,7 @@ QUIET = ["device=cpu", "trainer.progress=false", "logging.tensorboard=false", "l
 def source_run(tmp_path_factory) -> Path:
     """A tiny RePo run on dmc/walker-walk pixels with the train distractors, its replay in the checkpoint."""
     run_dir = tmp_path_factory.mktemp("repo") / "source"
-    train_in_process(
-        [
-            "experiment=repo_cpu",
-            f"run_dir={run_dir}",
-            "trainer.total_steps=60",
-            "trainer.seed_steps=40",
-            "trainer.batch_size=2",
-            "repo.seq_len=8",
-            "trainer.eval_every=60",
-            "trainer.eval_episodes=1",
-            "trainer.eval_videos=0",
-            "env.time_limit=20",
-            "repo.test_split=false",
-            "trainer.replay_size=1000",
-            *TINY_AGENT,
-            *QUIET,
-        ]
-    )
+    train_in_process(repo_args(run_dir, "repo.test_split=false"))  # the RePo run tests' tiny run
     return run_dir
 
 
