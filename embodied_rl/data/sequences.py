@@ -161,10 +161,6 @@ class SequenceReplay:
         """
         n = self.num_streams
         first = np.asarray(is_first, dtype=bool).reshape(n)
-        for stream in range(n):
-            if first[stream] or self._stream_episode[stream] < 0:
-                self._stream_episode[stream] = self._next_episode
-                self._next_episode += 1
         data = {
             "obs": self._tensor(obs, self.obs, n),
             "prev_action": self._tensor(prev_action, self.prev_action, n),
@@ -173,8 +169,26 @@ class SequenceReplay:
             "is_terminal": self._tensor(is_terminal, self.is_terminal, n),
         }
         for stream in range(n):
-            row = {name: value[stream : stream + 1] for name, value in data.items()}
-            self._write(stream, row, self._stream_episode[stream : stream + 1])
+            self._add_row(stream, {name: value[stream : stream + 1] for name, value in data.items()}, first[stream])
+
+    def add_row(
+        self, stream: int, obs: Any, prev_action: Any, reward: float, is_first: bool, is_terminal: bool
+    ) -> None:
+        """One step of one stream (an env whose episode starts while the others' go on)."""
+        row = {
+            "obs": self._tensor(np.asarray(obs)[None], self.obs, 1),
+            "prev_action": self._tensor(np.asarray(prev_action)[None], self.prev_action, 1),
+            "reward": self._tensor([reward], self.reward, 1),
+            "is_first": self._tensor([is_first], self.is_first, 1),
+            "is_terminal": self._tensor([is_terminal], self.is_terminal, 1),
+        }
+        self._add_row(stream, row, is_first)
+
+    def _add_row(self, stream: int, row: dict[str, torch.Tensor], is_first: bool) -> None:
+        if is_first or self._stream_episode[stream] < 0:  # a new episode in this stream
+            self._stream_episode[stream] = self._next_episode
+            self._next_episode += 1
+        self._write(stream, row, self._stream_episode[stream : stream + 1])
 
     def add_trajectory(self, trajectory: Trajectory, stream: int = 0) -> None:
         """Append a whole episode (T+1 rows) to a stream; the stream's next `add` starts a new episode."""
@@ -271,37 +285,18 @@ class TransitionSequences:
 
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
         n = self.replay.num_streams
-        obs, next_obs = np.asarray(obs).reshape(n, *self.replay.obs_shape), np.asarray(next_obs)
+        obs = np.asarray(obs).reshape(n, *self.replay.obs_shape)
+        next_obs = np.asarray(next_obs).reshape(n, *self.replay.obs_shape)
         action = np.asarray(action, dtype=np.float32).reshape(n, -1)
         reward = np.asarray(reward, dtype=np.float32).reshape(n)
         terminated = np.asarray(terminated, dtype=bool).reshape(n)
         done = terminated | (np.zeros(n, bool) if truncated is None else np.asarray(truncated, dtype=bool).reshape(n))
-        replay = self.replay
+        zeros = np.zeros(self.replay.action_dim, np.float32)
         for stream in range(n):
-            if not self.open[stream]:
-                replay._stream_episode[stream] = replay._next_episode
-                replay._next_episode += 1
-                self._write(stream, obs[stream], np.zeros(replay.action_dim, np.float32), 0.0, True, False)
-            self._write(
-                stream,
-                next_obs.reshape(n, *replay.obs_shape)[stream],
-                action[stream],
-                reward[stream],
-                False,
-                terminated[stream],
-            )
+            if not self.open[stream]:  # the reset observation starts the stream's next episode
+                self.replay.add_row(stream, obs[stream], zeros, 0.0, True, False)
+            self.replay.add_row(stream, next_obs[stream], action[stream], reward[stream], False, terminated[stream])
         self.open = ~done
-
-    def _write(self, stream: int, obs, prev_action, reward, is_first: bool, is_terminal: bool) -> None:
-        replay = self.replay
-        row = {
-            "obs": replay._tensor(obs[None], replay.obs, 1),
-            "prev_action": replay._tensor(prev_action[None], replay.prev_action, 1),
-            "reward": replay._tensor([reward], replay.reward, 1),
-            "is_first": replay._tensor([is_first], replay.is_first, 1),
-            "is_terminal": replay._tensor([is_terminal], replay.is_terminal, 1),
-        }
-        replay._write(stream, row, replay._stream_episode[stream : stream + 1])
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Sequences:
         return self.replay.sample(batch_size, generator)
