@@ -5,6 +5,7 @@ Subpackages: ``envs`` (environment wrappers), ``data`` (datasets and replay), ``
 """
 
 __version__ = "0.1.0"
+UNKNOWN_RUN_TASK = "unknown-run"  # `${run_task:...}` of a path that holds no run
 
 
 def _full_task(task: str) -> str:
@@ -22,21 +23,21 @@ def _task_name(task: str) -> str:
 
 def _run_task(path) -> str:
     """`${run_task:...}` in configs (experiment=repo_adapt's run directory): the task of the run directory or
-    checkpoint file `path` (its config.yaml's env.task); "unknown-run" when there is none to read (the pipeline
+    checkpoint file `path` (its config.yaml's env.task); UNKNOWN_RUN_TASK when there is none to read (the pipeline
     that uses it then says why)."""
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
     if path is None:
-        return "unknown-run"
+        return UNKNOWN_RUN_TASK
     path = Path(str(path))
     folder = path.parent if path.suffix == ".pt" else path
     folder = folder.parent if folder.name == "checkpoints" else folder
     try:
         return str(OmegaConf.load(folder / "config.yaml").env.task)
     except Exception:  # no such run, a damaged config.yaml: not this resolver's to report
-        return "unknown-run"
+        return UNKNOWN_RUN_TASK
 
 
 def _register_config_resolvers() -> None:

@@ -380,7 +380,9 @@ class Checker:
                 result.errors.append(f"config does not compose ({' '.join(variant)}): {hydra_message(err)}")
                 continue
             task = cfg.get("env", {}).get("task") if "env" in cfg else None
-            from_run = str(task) == "unknown-run" and any(o.startswith("checkpoint=") for o in variant)
+            from embodied_rl import UNKNOWN_RUN_TASK
+
+            from_run = str(task) == UNKNOWN_RUN_TASK and any(o.startswith("checkpoint=") for o in variant)
             if task is not None and not from_run:  # a checkpoint= run's task is that of a run the docs make first
                 self.check_task(str(task), result)
 
