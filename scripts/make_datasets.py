@@ -5,7 +5,7 @@
     python scripts/make_datasets.py mujoco --task Hopper-v5 --run runs/sac_mujoco/mujoco/Hopper-v5/seed1 --episodes 20
 
 Meta-World: expert / medium / random / mixed tiers from the scripted policies. MuJoCo (or any SAC run of
-scripts/train.py, trained with trainer.keep_checkpoints=0): random / medium / medium-replay / expert.
+scripts/train.py, trained with trainer.keep_checkpoints=0): random / medium / medium-replay / expert / medium-expert.
 Datasets are local Minari datasets `embodied_rl/<env id>/<tier>-v0` ($MINARI_DATASETS_PATH, or --root);
 existing ones are kept unless --overwrite. See docs/datasets.md. The --summary file's folder is created (and
 checked to be writable) before anything is built. A run whose medium checkpoint would be the expert one (no

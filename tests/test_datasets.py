@@ -26,6 +26,7 @@ from embodied_rl.data import (
     open_dataset,
     write_dataset,
 )
+from embodied_rl.data.collection import iterate_schedule
 from embodied_rl.data.minari_io import INCOMPLETE_KEY, dataset_exists, update_metadata
 from embodied_rl.pipelines.offline_datasets import (
     MEDIUM_NOISE,
@@ -41,6 +42,7 @@ from embodied_rl.pipelines.offline_datasets import (
     split_episodes,
     tier_summary,
 )
+from embodied_rl.trainers.loading import load_checkpoint_policy
 
 MW_TASK, MW_EPISODES = "metaworld/drawer-open-v3", 7
 RUN_TASK, RUN_TIME_LIMIT, RUN_ENVS = "mujoco/Hopper-v5", 30, 2
@@ -460,7 +462,7 @@ def test_sac_run_tiers_of_a_run_on_dict_observations_are_a_clear_error(tiny_run,
 def test_sac_run_tiers_follow_the_d4rl_recipe(tiny_run):
     rows, choice = sac_run_tiers(tiny_run, episodes=2, reference_episodes=1, progress=False)
     rows = {row["tier"]: row for row in rows}
-    assert list(rows) == ["random", "medium", "medium-replay", "expert"]
+    assert list(rows) == ["random", "medium", "medium-replay", "expert", "medium-expert"]
     scores = eval_returns_from_metrics(tiny_run)
     assert sorted(scores) == [100, 200, 300] and choice["scores"] == scores
     assert choice["final_step"] == 300 and choice["medium_step"] == pick_medium_step(scores)
@@ -473,6 +475,17 @@ def test_sac_run_tiers_follow_the_d4rl_recipe(tiny_run):
     assert rows["expert"]["dataset_id"] == "embodied_rl/mujoco-Hopper-v5/expert-v0"
     for tier in ("random", "medium", "expert"):
         assert rows[tier]["episodes"] == 2
+
+    # medium-expert: D4RL's concatenation, the medium tier's episodes then as many of the expert checkpoint
+    # (its resets continuing after the medium half's: seeds 2 and 3)
+    both = load_trajectories(rows["medium-expert"]["dataset_id"])
+    assert rows["medium-expert"]["episodes"] == len(both) == 4
+    env = tiny_env(tiny_run)
+    expert_policy = load_checkpoint_policy(recipe("expert")["checkpoint"], env, seed=0)
+    expert_half = list(iterate_schedule(env, [(expert_policy, 2)], seed=2, progress=False))
+    for mine, theirs in zip(both, [*load_trajectories(rows["medium"]["dataset_id"]), *expert_half]):
+        np.testing.assert_array_equal(mine.actions, theirs.actions)
+    assert recipe("medium-expert")["checkpoint"] == f"{recipe('medium')['checkpoint']} {recipe('expert')['checkpoint']}"
 
     # medium-replay: every transition of the medium checkpoint's buffer, cut into the trainer's episodes
     ckpt = torch.load(tiny_run / "checkpoints" / f"step_{choice['medium_step']:09d}.pt", weights_only=False)

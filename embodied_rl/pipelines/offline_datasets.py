@@ -17,6 +17,9 @@ Locomotion (`sac_run_tiers`), from the checkpoints of one SAC run of `scripts/tr
     medium-replay  the replay buffer saved in that checkpoint: every transition of training up to it
     expert         the final checkpoint (or `expert_step`: SAC's return can dip at the end of a run),
                    stochastic actions
+    medium-expert  `episodes` episodes of the medium checkpoint, then `episodes` of the expert's: D4RL's
+                   concatenation of its medium and expert sets (here fresh rollouts; the medium half repeats
+                   the medium tier's episodes, the expert half's resets continue after them)
 
 Every tier is a local Minari dataset `embodied_rl/<env id>/<tier>-v0`, with the reference returns of a
 random policy and of the noise-free expert (scripted policy / expert checkpoint, deterministic) as
@@ -54,7 +57,8 @@ from embodied_rl.trainers.loading import load_checkpoint_policy
 from embodied_rl.validation import check_ranges
 
 METAWORLD_TIERS = ("expert", "medium", "random", "mixed")
-SAC_RUN_TIERS = ("random", "medium", "medium-replay", "expert")
+SAC_RUN_TIERS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+MEDIUM_TIERS = ("medium", "medium-replay", "medium-expert")  # the tiers that need the medium checkpoint
 POLICY_KINDS = ("scripted", "random", "checkpoint")  # make_behaviour_policy
 METAWORLD_TASKS = (
     "drawer-open-v3", "button-press-v3", "door-open-v3", "window-open-v3", "sweep-into-v3", "plate-slide-v3",
@@ -544,7 +548,7 @@ def sac_run_tiers(
     for what, step in (("expert", expert), ("medium", medium_step)):
         if step is not None and step not in checkpoints:
             raise RecipeError(f"no checkpoint at {what} step {step} in {run_dir}; steps: {sorted(checkpoints)}")
-    wants_medium = bool({"medium", "medium-replay"} & set(tiers))
+    wants_medium = bool(set(MEDIUM_TIERS) & set(tiers))
     if wants_medium and medium_step == expert:
         raise RecipeError(f"medium step {medium_step} is the expert step: the medium tier would be the expert's")
     if wants_medium and medium_step is None and not any(step < expert for step in checkpoints):
@@ -557,11 +561,11 @@ def sac_run_tiers(
     requests = {}
     for tier in tiers:  # every tier's reference returns come from the expert checkpoint of this run
         run: dict[str, Any] = {"run_dir": str(Path(run_dir).resolve()), "expert_step": expert}
-        if tier in ("medium", "medium-replay") and medium_step is not None:
+        if tier in MEDIUM_TIERS and medium_step is not None:
             run["medium_step"] = medium_step
-        elif tier in ("medium", "medium-replay"):  # the medium step is chosen later, the same way
+        elif tier in MEDIUM_TIERS:  # the medium step is chosen later, the same way
             run.update(medium_fraction=medium_fraction, select=select)
-        count = None if tier == "medium-replay" else episodes  # the replay holds what it holds
+        count = None if tier == "medium-replay" else episodes  # the replay holds what it holds; medium-expert: per half
         requests[tier] = _request(seed, count, reference_episodes, env_cfg, **run)
     todo, rows = _pending(run_task, requests, overwrite)
     choice: dict[str, Any] = {"run_dir": str(run_dir)}
@@ -570,7 +574,7 @@ def sac_run_tiers(
 
     env = make_env(env_cfg)
     try:
-        needs_medium = {"medium", "medium-replay"} & set(todo)
+        needs_medium = set(MEDIUM_TIERS) & set(todo)
         scores = {}
         if needs_medium and medium_step is None:
             scores = checkpoint_scores(run_dir, checkpoints, env, select, eval_episodes, seed, progress)
@@ -632,13 +636,18 @@ def sac_run_tiers(
                 stream = iter(tqdm(trajectories, desc=f"{name} {tier}", unit="ep", disable=not progress))
             else:
                 if tier == "random":
-                    policy, how, recipe = RandomPolicy(env.action_space, seed), "uniform random actions", {}
+                    schedule = [(RandomPolicy(env.action_space, seed), episodes)]
+                    how, recipe = "uniform random actions", {}
                 else:
-                    step = medium_step if tier == "medium" else expert
-                    policy = load_checkpoint_policy(str(checkpoints[step]), env, seed=seed, device=device)
-                    how = f"the SAC checkpoint at step {step} (stochastic actions)"
-                    recipe = {"checkpoint": str(checkpoints[step])}
-                stream = iterate_schedule(env, [(policy, episodes)], seed, progress=progress, desc=f"{name} {tier}")
+                    steps = {"medium": [medium_step], "expert": [expert], "medium-expert": [medium_step, expert]}[tier]
+                    schedule = [  # fresh policies with the same seed: the medium half repeats the medium tier
+                        (load_checkpoint_policy(str(checkpoints[step]), env, seed=seed, device=device), episodes)
+                        for step in steps
+                    ]
+                    how = " then ".join(f"the SAC checkpoint at step {step}" for step in steps)
+                    how += " (stochastic actions)"
+                    recipe = {"checkpoint": " ".join(str(checkpoints[step]) for step in steps)}
+                stream = iterate_schedule(env, schedule, seed, progress=progress, desc=f"{name} {tier}")
             rows.append(
                 _write_tier(
                     stream,
