@@ -35,7 +35,6 @@ relabels with the same reward model without training it again.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -283,14 +282,10 @@ class PEARLPipeline(Pipeline):
         self, run: Run, labelled: PreferencePairs, target: list[Trajectory], out: Path
     ) -> tuple[Any, dict[str, Any]]:
         """The arm's reward model on the labelled target pairs (its curves in <run>/reward/), or the saved one."""
-        path, report_path = out / "reward_model.pt", out / "reward_report.json"
-        if run.resuming and path.exists() and report_path.exists():
-            run.logger.summary(f"[pearl] resumed with the reward model of {path} (not trained again)")
-            return load_reward_model(path, run.device), json.loads(report_path.read_text())
-        first, second = pair_segment_arrays(labelled, target, keys=("obs", "action"))
-        logger = run.logger_for("reward")
-        try:
-            model, report = train_reward_model(
+
+        def fit(logger):
+            first, second = pair_segment_arrays(labelled, target, keys=("obs", "action"))
+            return train_reward_model(
                 first["obs"],
                 first["action"],
                 second["obs"],
@@ -301,14 +296,8 @@ class PEARLPipeline(Pipeline):
                 device=run.device,
                 logger=logger,
             )
-        finally:
-            logger.close()
-        save_reward_model(model, path)
-        write_json(report_path, report.as_dict())
-        run.logger.summary(
-            f"[pearl] reward model: best step {report.best_step}, validation accuracy {report.best_val_accuracy:.3f}"
-        )
-        return model, report.as_dict()
+
+        return run.fitted_reward_model(out, fit, save_reward_model, load_reward_model, tag="pearl")
 
 
 def source_labels(source: Sequence[Trajectory], s: PEARLConfig, seed: int) -> PreferencePairs:

@@ -24,7 +24,6 @@ nothing again (finished labels are read back; the LLM client's cache holds every
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -220,16 +219,10 @@ class VLMIQLPipeline(Pipeline):
 
     def reward_model(self, run: Run, labelled: PreferencePairs, dataset: list[Trajectory]) -> tuple[Any, dict]:
         """The image reward ensemble on the labelled frame pairs (curves in <run>/reward/), or the saved one."""
-        out = run.run_dir / "vlm_iql"
-        path, report_path = out / "reward_model.pt", out / "reward_report.json"
-        if run.resuming and path.exists() and report_path.exists():
-            run.logger.summary(f"[vlm_iql] resumed with the reward model of {path} (not trained again)")
-            return load_image_reward_model(path, run.device), json.loads(report_path.read_text())
-        out.mkdir(exist_ok=True)
-        frames_1, frames_2, labels = pair_frames(labelled, dataset)
-        logger = run.logger_for("reward")
-        try:
-            model, report = train_image_reward_model(
+
+        def fit(logger):
+            frames_1, frames_2, labels = pair_frames(labelled, dataset)
+            return train_image_reward_model(
                 frames_1,
                 frames_2,
                 labels,
@@ -238,14 +231,9 @@ class VLMIQLPipeline(Pipeline):
                 progress=run.cfg.trainer.get("progress", True),
                 logger=logger,
             )
-        finally:
-            logger.close()
-        save_image_reward_model(model, path)
-        write_json(report_path, report.as_dict())
-        run.logger.summary(
-            f"[vlm_iql] reward model: best step {report.best_step}, validation accuracy {report.best_val_accuracy:.3f}"
-        )
-        return model, report.as_dict()
+
+        out = run.run_dir / "vlm_iql"
+        return run.fitted_reward_model(out, fit, save_image_reward_model, load_image_reward_model, tag="vlm_iql")
 
 
 __all__ = ["ARMS", "VLMIQLConfig", "VLMIQLPipeline"]

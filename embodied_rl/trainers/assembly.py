@@ -16,6 +16,7 @@ it there). `embodied_rl.runs.train` builds a `Run` from a config and calls one o
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from embodied_rl.files import write_json
 from embodied_rl.logging import RunLogger
 from embodied_rl.trainers.builders import ConfigError, make_agent, resolve_device
 from embodied_rl.trainers.offline import OfflineTrainer, OfflineTrainerConfig
@@ -101,6 +103,35 @@ class Run:
         return RunLogger(
             self.run_dir / name, tensorboard=self.cfg.logging.tensorboard, console=self.cfg.logging.console
         )
+
+    def fitted_reward_model(
+        self,
+        out: Path,
+        fit: Callable[[RunLogger], tuple[Any, Any]],
+        save: Callable[[Any, Path], None],
+        load: Callable[[Path, torch.device], Any],
+        tag: str,
+    ) -> tuple[Any, dict[str, Any]]:
+        """A reward model a pipeline fits once per run, as (model, report dict). A resumed run gets the one saved in
+        `out` (reward_model.pt, reward_report.json) back, trained nothing again; otherwise `fit(logger)` (its curves
+        in <run_dir>/reward/) returns the model and its fit report (`best_step`, `best_val_accuracy`, `as_dict()`),
+        which are saved and summarised under `[tag]`."""
+        path, report_path = out / "reward_model.pt", out / "reward_report.json"
+        if self.resuming and path.exists() and report_path.exists():
+            self.logger.summary(f"[{tag}] resumed with the reward model of {path} (not trained again)")
+            return load(path, self.device), json.loads(report_path.read_text())
+        out.mkdir(parents=True, exist_ok=True)
+        logger = self.logger_for("reward")
+        try:
+            model, report = fit(logger)
+        finally:
+            logger.close()
+        save(model, path)
+        write_json(report_path, report.as_dict())
+        self.logger.summary(
+            f"[{tag}] reward model: best step {report.best_step}, validation accuracy {report.best_val_accuracy:.3f}"
+        )
+        return model, report.as_dict()
 
     def trainer_config(self) -> OnlineTrainerConfig | OfflineTrainerConfig:
         return trainer_config_from(self.cfg)
