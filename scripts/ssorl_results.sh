@@ -4,7 +4,9 @@
 #   CONFIG=paper  experiment=ssorl_paper: the reference code's IDM and TD3+BC at its budget (configs/ssorl/paper.yaml)
 #   CONFIG=ours   experiment=ssorl: our IDM (`differences`, symmetric window) and IQL, our ablation of the method
 # then (ours, ABLATION=1) the IDM window-size ablation (k = 0, 2) and the paper's input encoding on our IDM, then
-# a table with the IDM's validation curve and the proxy / stand-in actions' error per run.
+# the table of every arm, the semi-supervised arm's gap to each other arm with its 95 % CI (GAP_METRIC: normalised
+# score, success on Meta-World), a table with the IDM's validation curve and the proxy / stand-in actions' error per
+# run, and the arms' evaluation curves (docs/results/ssorl_<CONFIG>_<ENV>_<DATASET>.md and .png).
 #   CONFIG=paper bash scripts/ssorl_results.sh                 # Hopper medium-replay, 5 arms x 5 seeds, 200k updates
 #   CONFIG=ours  bash scripts/ssorl_results.sh                 # the same arms with our configuration
 #   CONFIG=paper TASKS=mujoco/Hopper-v5,mujoco/Walker2d-v5,mujoco/HalfCheetah-v5 DATASET=medium-expert \
@@ -35,6 +37,7 @@ JOBS=${JOBS:-2}
 ABLATION=${ABLATION:-$([[ $CONFIG == ours ]] && echo 1 || echo 0)}  # ours only: window size and encoding
 ABLATION_TASK=${ABLATION_TASK:-${TASKS%%,*}}
 TABLES_ONLY=${TABLES_ONLY:-0}           # 1: no training, only the table from the runs already there
+GAP_METRIC=${GAP_METRIC:-$([[ $ENV == metaworld ]] && echo success_rate || echo normalized_score)}  # of the gap table
 RUN_PREFIX=${RUN_PREFIX:-ssorl_$CONFIG}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=.venv/bin/python
@@ -76,6 +79,14 @@ OUT="docs/results/ssorl_${CONFIG}_${ENV}_${DATASET}.md"
        "($(date -u +%Y-%m-%d))"
   echo
   $PY scripts/summarize.py runs/"$RUN_PREFIX"_*_"$DATASET"_* --metric success_rate --metric return_mean --metric normalized_score
+  echo; echo "## Semi-supervised against the other arms: final $GAP_METRIC, difference of the means over seeds, 95 % CI"
+  echo "(Welch's t interval; one row per task and window that both arms have)"
+  echo
+  GAPS=()
+  for arm in ${ARMS//,/ }; do [[ $arm == semi_supervised ]] || GAPS+=(--gap "_semi_supervised_:_${arm}_"); done
+  if [[ ,$ARMS, == *,semi_supervised,* && ${#GAPS[@]} -gt 0 ]]; then
+    $PY scripts/summarize.py runs/"$RUN_PREFIX"_*_"$DATASET"_* --metric "$GAP_METRIC" "${GAPS[@]}" | sed -n '/^$/,$p'
+  fi
   echo; echo "## IDM validation curve and proxy / stand-in actions on the action-free part"
   echo "val nll: first -> best (step) -> last evaluation, on the held-out labelled trajectories; MSE and explained"
   echo "variance of the actions the arm trained on against the hidden true ones (controls: about 0 or below)."
@@ -95,3 +106,7 @@ print(f\"| {sys.argv[2]} | {held} | {curve} | {d['proxy_action_mse']:.4f} | {d['
       "$run/ssorl.json" "$run"
   done
 } | tee "$OUT"
+# the evaluation curves of every arm (is each flat at its end?), beside the table
+$PY scripts/plot.py runs/"$RUN_PREFIX"_*_"$DATASET"_* --metric "eval/$GAP_METRIC" --out "${OUT%.md}.png" \
+    --title "SS-ORL, $CONFIG configuration, $DATASET"
+echo "curves: ${OUT%.md}.png"

@@ -8,6 +8,14 @@ by the parent of their `seed*` directory, like scripts/plot.py does, each run co
 results.json) are listed as such, never silently dropped; a mean over fewer runs than the group's seeds (some
 lack the metric) ends in `(n=K)`. A `--metric` that no run's final/best holds is an error listing those it holds;
 so is a results.json that is not a JSON object with numbers under final/best, naming the file.
+
+    python scripts/summarize.py runs/ssorl_paper_* --metric normalized_score --gap semi_supervised_k1:oracle_k1
+
+`--gap A:B` (repeatable) adds a table of differences between arms: every group whose label contains A is paired
+with the group whose label is the same with B in its place (one row per task, say), and the row gives the final
+value of the first metric in both, the difference A - B of their means over seeds and its 95 % confidence interval
+(Welch's t interval, scipy.stats.ttest_ind with unequal variances: seeds are few and the arms' spreads differ; "-"
+where either arm has fewer than 2 seeds). A gap that pairs no groups is an error listing the groups.
 """
 
 from __future__ import annotations
@@ -87,6 +95,40 @@ def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def final_values(results: list[dict], metric: str) -> list[float]:
+    return [r["final"][metric] for r in results if r.get("final") and metric in r["final"]]
+
+
+def gap_table(groups: dict[str, list[dict]], metric: str, first: str, second: str) -> str:
+    """Final `metric` of each group containing `first` against its partner with `second` in its place: means,
+    difference and its 95 % Welch t interval."""
+    from scipy import stats
+
+    pairs = [(label, label.replace(first, second)) for label in sorted(groups) if first in label]
+    pairs = [(a, b) for a, b in pairs if b in groups]
+    if not pairs:
+        raise SystemExit(
+            f"error: --gap {first}:{second}: no group holds {first!r} with a partner holding {second!r} in its place; "
+            f"groups: {', '.join(sorted(groups))}"
+        )
+    lines = [
+        f"| runs ({first} vs {second}) | seeds | final {metric}: {first} | {second} | difference | 95 % CI (Welch) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a, b in pairs:
+        x, y = final_values(groups[a], metric), final_values(groups[b], metric)
+        if not x or not y:
+            lines.append(f"| {a} | {len(x)}, {len(y)} | - | - | - | - |")
+            continue
+        interval = "-"
+        if len(x) >= 2 and len(y) >= 2:
+            low, high = stats.ttest_ind(x, y, equal_var=False).confidence_interval(0.95)
+            interval = "- (no spread)" if np.isnan(low) else f"[{low:.2f}, {high:.2f}]"
+        cells = [a, f"{len(x)}, {len(y)}", mean_std(x, len(x)), mean_std(y, len(y)), f"{np.mean(x) - np.mean(y):.2f}"]
+        lines.append("| " + " | ".join([*cells, interval]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -95,7 +137,18 @@ def main(argv: list[str] | None = None) -> str:
         action="append",
         help="key of results.json's final/best (repeatable); default success_rate and return_mean",
     )
+    parser.add_argument(
+        "--gap",
+        metavar="A:B",
+        action="append",
+        default=[],
+        help="also the difference of the first metric's final value between arms A and B, with its 95%% CI "
+        "(repeatable)",
+    )
     args = parser.parse_args(argv)
+    for gap in args.gap:
+        if gap.count(":") != 1 or "" in gap.split(":"):
+            parser.error(f"--gap takes A:B (two non-empty parts of the group labels), got {gap!r}")
     groups, unfinished = collect(args.runs)
     if not groups:
         raise SystemExit(f"error: no finished runs (results.json) under {', '.join(map(str, args.runs))}")
@@ -106,7 +159,10 @@ def main(argv: list[str] | None = None) -> str:
     if missing:  # the error plot.py gives for a column no metrics.csv holds
         available = ", ".join(sorted(known))
         raise SystemExit(f"error: no metric {', '.join(missing)} in results.json (final, best); available: {available}")
-    text = table(groups, args.metric or ["success_rate", "return_mean"])
+    metrics = args.metric or ["success_rate", "return_mean"]
+    text = table(groups, metrics)
+    for gap in args.gap:
+        text += "\n\n" + gap_table(groups, metrics[0], *gap.split(":"))
     print(text)
     for run in unfinished:
         print(f"unfinished (no results.json): {run}")

@@ -85,6 +85,34 @@ def test_summarize_says_how_many_runs_a_mean_is_over_when_some_lack_the_metric(t
     assert text.splitlines()[2] == row
 
 
+def test_summarize_gap_pairs_the_arms_per_task_with_a_welch_interval(tmp_path):
+    from scipy import stats
+
+    semi, oracle = [40.0, 50.0, 60.0], [70.0, 80.0, 90.0, 100.0]
+    for task, shift in (("Hopper", 0.0), ("Walker", 10.0)):
+        for arm, scores in (("semi_k1", semi), ("oracle_k1", oracle)):
+            for seed, score in enumerate(scores, 1):
+                write_results(tmp_path / f"runs/ssorl_{arm}/{task}/seed{seed}", {"normalized_score": score + shift})
+    write_results(tmp_path / "runs/ssorl_semi_k2/Hopper/seed1", {"normalized_score": 1.0})  # no oracle_k2 partner
+    summarize = load_script("summarize")
+    text = summarize.main([str(tmp_path / "runs"), "--metric", "normalized_score", "--gap", "semi_k1:oracle_k1"])
+    rows = [line for line in text.splitlines() if line.startswith(f"| {tmp_path}/runs/ssorl_semi_k1/")]
+    gaps = [row for row in rows if row.count("|") == 7]
+    assert [row.split(" | ")[0] for row in gaps] == [
+        f"| {tmp_path}/runs/ssorl_semi_k1/{t}" for t in ("Hopper", "Walker")
+    ]
+    # Welch by hand: the difference of means and t at Welch-Satterthwaite's degrees of freedom
+    va, vb = np.var(semi, ddof=1) / 3, np.var(oracle, ddof=1) / 4
+    half = stats.t.ppf(0.975, (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)) * np.sqrt(va + vb)
+    interval = f"[{-35 - half:.2f}, {-35 + half:.2f}] |"  # the same on both tasks: the shift cancels
+    assert gaps[0].split(" | ")[1:] == ["3, 4", "50.00 ± 8.16", "85.00 ± 11.18", "-35.00", interval]
+    assert gaps[1].split(" | ")[1:] == ["3, 4", "60.00 ± 8.16", "95.00 ± 11.18", "-35.00", interval]
+    with pytest.raises(SystemExit, match="no group holds 'semi_k2' with a partner holding 'oracle_k2'"):
+        summarize.main([str(tmp_path / "runs"), "--metric", "normalized_score", "--gap", "semi_k2:oracle_k2"])
+    with pytest.raises(SystemExit):
+        summarize.main([str(tmp_path / "runs"), "--gap", "semi_k1"])
+
+
 def test_benchmark_reports_updates_per_second_relative_to_the_plain_baseline():
     import time
     from types import SimpleNamespace
