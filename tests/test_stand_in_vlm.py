@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from script_helpers import REPO, load_script, train_in_process
+from test_vlm_iql import vlm_args
 
 from embodied_rl.data import DatasetError, load_trajectories
 from embodied_rl.data.preferences import PreferencePairs
@@ -142,42 +143,10 @@ def frames_root(tmp_path_factory) -> Path:
 
 
 def replay_args(run_dir: Path, *extra: str) -> list[str]:
-    """The settings the fixtures were recorded with (tests/fixtures/vlm_stand_in/README.md), answered from them."""
-    return [
-        "experiment=vlm_iql",
-        f"env.task={TASK}",
-        "trainer.dataset=medium",
-        "env.time_limit=20",
-        "env.shadows=false",
-        "vlm_iql.labelling.num_pairs=8",
-        "vlm_iql.labelling.chunk_size=4",
-        "vlm_iql.reward.steps=6",
-        "vlm_iql.reward.eval_every=3",
-        "vlm_iql.reward.batch_size=4",
-        "vlm_iql.reward.num_filters=4",
-        "vlm_iql.reward.num_layers=1",
-        "vlm_iql.reward.hidden_dims=[8]",
-        "vlm_iql.reward.shift_pad=1",
-        "vlm_iql.build_datasets=false",
-        "agent.hidden_dims=[16,16]",
-        "trainer.total_updates=10",
-        "trainer.batch_size=16",
-        "trainer.eval_every=10",
-        "trainer.eval_episodes=1",
-        "trainer.eval_videos=0",
-        "trainer.checkpoint_every=5",
-        "trainer.log_every=5",
-        "trainer.progress=false",
-        "logging.console=false",
-        "logging.tensorboard=false",
-        "device=cpu",
-        f"run_dir={run_dir}",
-        "llm.backend=replay",
-        f"llm.replay_dir={FIXTURES}",
-        "llm.cache_dir=null",
-        "llm.model=stand-in",
-        *extra,
-    ]
+    """The settings the fixtures were recorded with (tests/fixtures/vlm_stand_in/README.md: test_vlm_iql's tiny
+    run), answered from them."""
+    replay = ["llm.backend=replay", f"llm.replay_dir={FIXTURES}", "llm.cache_dir=null", "llm.model=stand-in"]
+    return vlm_args(run_dir, *replay, *extra)
 
 
 @NEEDS_OSMESA
