@@ -138,8 +138,9 @@ def open_dataset(dataset: DatasetLike) -> minari.MinariDataset:
         raise DatasetError(
             f"unknown dataset id {dataset!r}: nothing at {data_path.parent} "
             f"(datasets root {datasets_root()}; MINARI_DATASETS_PATH sets it). Local datasets: {listing}. "
-            "Create it with scripts/collect.py (the graded tiers expert, medium, mixed, random and medium-replay: "
-            "scripts/make_datasets.py)."
+            "Create it with scripts/collect.py (the graded tiers: scripts/make_datasets.py metaworld for expert, "
+            "medium, mixed and random; scripts/make_datasets.py mujoco --run <a SAC run> for random, medium, "
+            "medium-replay, expert and medium-expert; docs/datasets.md)."
         )
     try:
         opened = minari.MinariDataset(data_path)
