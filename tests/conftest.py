@@ -2,8 +2,6 @@
 wins, else EGL with an NVIDIA GPU, else OSMesa: `embodied_rl.envs.rendering.choose_backend`), and the tiny offline
 dataset that the training tests share."""
 
-import os
-
 import pytest
 
 import embodied_rl.envs  # noqa: F401  (importing it sets MUJOCO_GL)
@@ -18,21 +16,17 @@ def tiny_dataset(tmp_path_factory):
     from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
 
     root = tmp_path_factory.mktemp("minari")
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    env = make_env(task="metaworld/reach-v3", time_limit=30)
-    policy = make_behaviour_policy("scripted", env, "metaworld/reach-v3", noise_std=0.5, seed=0)
-    collect_dataset(
-        env,
-        policy,
-        dataset_id_for("metaworld/reach-v3", "tiny"),
-        episodes=6,
-        progress=False,
-        metadata={"ref_min_score": 0.0, "ref_max_score": 300.0},
-    )
-    env.close()
-    yield root
-    if previous is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(root))
+        env = make_env(task="metaworld/reach-v3", time_limit=30)
+        policy = make_behaviour_policy("scripted", env, "metaworld/reach-v3", noise_std=0.5, seed=0)
+        collect_dataset(
+            env,
+            policy,
+            dataset_id_for("metaworld/reach-v3", "tiny"),
+            episodes=6,
+            progress=False,
+            metadata={"ref_min_score": 0.0, "ref_max_score": 300.0},
+        )
+        env.close()
+        yield root

@@ -4,7 +4,6 @@ without training the reward model again, and one clear error (no run directory l
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +24,16 @@ def datasets(tmp_path_factory):
     from embodied_rl.pipelines.offline_datasets import make_behaviour_policy
 
     root = tmp_path_factory.mktemp("minari")
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    for task in (SOURCE, TARGET):
-        env = make_env(task=task, time_limit=30)
-        policy = make_behaviour_policy("scripted", env, task, noise_std=0.5, seed=0)
-        collect_dataset(
-            env, policy, dataset_id_for(task, "tiny"), episodes=6, progress=False, metadata={"ref_min_score": 0.0}
-        )
-        env.close()
-    yield root
-    if previous is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(root))
+        for task in (SOURCE, TARGET):
+            env = make_env(task=task, time_limit=30)
+            policy = make_behaviour_policy("scripted", env, task, noise_std=0.5, seed=0)
+            collect_dataset(
+                env, policy, dataset_id_for(task, "tiny"), episodes=6, progress=False, metadata={"ref_min_score": 0.0}
+            )
+            env.close()
+        yield root
 
 
 def pearl_args(run_dir: Path, *extra: str) -> list[str]:
