@@ -78,15 +78,17 @@ OUT="docs/results/ssorl_${CONFIG}_${ENV}_${DATASET}.md"
        "UPDATES=$UPDATES IDM_STEPS=$IDM_STEPS EVAL_EPISODES=$EVAL_EPISODES REWARD=$REWARD bash scripts/ssorl_results.sh\`" \
        "($(date -u +%Y-%m-%d))"
   echo
-  $PY scripts/summarize.py runs/"$RUN_PREFIX"_*_"$DATASET"_* --metric success_rate --metric return_mean --metric normalized_score
-  echo; echo "## Semi-supervised against the other arms: final $GAP_METRIC, difference of the means over seeds, 95 % CI"
-  echo "(Welch's t interval; one row per task and window that both arms have)"
-  echo
+  # GAP_METRIC first: the gap tables (semi-supervised against each other arm) are of the first metric
+  METRICS=(--metric "$GAP_METRIC")
+  for m in success_rate return_mean normalized_score; do [[ $m == "$GAP_METRIC" ]] || METRICS+=(--metric "$m"); done
   GAPS=()
-  for arm in ${ARMS//,/ }; do [[ $arm == semi_supervised ]] || GAPS+=(--gap "_semi_supervised_:_${arm}_"); done
-  if [[ ,$ARMS, == *,semi_supervised,* && ${#GAPS[@]} -gt 0 ]]; then
-    $PY scripts/summarize.py runs/"$RUN_PREFIX"_*_"$DATASET"_* --metric "$GAP_METRIC" "${GAPS[@]}" | sed -n '/^$/,$p'
+  if [[ ,$ARMS, == *,semi_supervised,* ]]; then
+    for arm in ${ARMS//,/ }; do [[ $arm == semi_supervised ]] || GAPS+=(--gap "_semi_supervised_:_${arm}_"); done
+    echo "Below the arms' table: the semi-supervised arm against each other arm, final $GAP_METRIC, the difference of"
+    echo "the means over seeds and its 95 % CI (Welch's t interval; one row per task and window both arms have)."
+    echo
   fi
+  $PY scripts/summarize.py runs/"$RUN_PREFIX"_*_"$DATASET"_* "${METRICS[@]}" "${GAPS[@]}"
   echo; echo "## IDM validation curve and proxy / stand-in actions on the action-free part"
   echo "val nll: first -> best (step) -> last evaluation, on the held-out labelled trajectories; MSE and explained"
   echo "variance of the actions the arm trained on against the hidden true ones (controls: about 0 or below)."

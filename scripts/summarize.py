@@ -81,6 +81,11 @@ def mean_std(values: list[float], runs: int) -> str:
     return text if len(values) == runs else f"{text} (n={len(values)})"
 
 
+def values_of(results: list[dict], kind: str, metric: str) -> list[float]:
+    """`metric` of `kind` (final or best) in each run's results that holds it."""
+    return [r[kind][metric] for r in results if r.get(kind) and metric in r[kind]]
+
+
 def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
     header = ["runs", "seeds", "steps"] + [f"{kind} {m}" for m in metrics for kind in ("final", "best")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -89,14 +94,10 @@ def table(groups: dict[str, list[dict]], metrics: list[str]) -> str:
         row = [label, str(len(results)), ",".join(map(str, steps))]
         for metric in metrics:
             for kind in ("final", "best"):
-                values = [r[kind][metric] for r in results if r.get(kind) and metric in r[kind]]
+                values = values_of(results, kind, metric)
                 row.append(mean_std(values, len(results)) if values else "-")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def final_values(results: list[dict], metric: str) -> list[float]:
-    return [r["final"][metric] for r in results if r.get("final") and metric in r["final"]]
 
 
 def gap_table(groups: dict[str, list[dict]], metric: str, first: str, second: str) -> str:
@@ -116,7 +117,7 @@ def gap_table(groups: dict[str, list[dict]], metric: str, first: str, second: st
         "|---|---|---|---|---|---|",
     ]
     for a, b in pairs:
-        x, y = final_values(groups[a], metric), final_values(groups[b], metric)
+        x, y = values_of(groups[a], "final", metric), values_of(groups[b], "final", metric)
         if not x or not y:
             lines.append(f"| {a} | {len(x)}, {len(y)} | - | - | - | - |")
             continue
