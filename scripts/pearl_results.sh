@@ -39,7 +39,7 @@ for seed in $SEEDS; do
         echo "$arm $name $seed"
     done <<<"$ARM_LINES"
 done | xargs -P "$PARALLEL" -n 3 sh -c '
-    log=runs/logs/$1_seed$2.log
+    log=runs/logs/$1_'"${TARGET#metaworld/}"'_seed$2.log
     '"$PY"' scripts/train.py experiment='"$EXPERIMENT"' pearl.arm=$0 name=$1 seed=$2 trainer.total_updates='"$UPDATES"' \
         threads=1 trainer.progress=false pearl.reward.progress=false resume=true '"$EXTRA"' >"$log" 2>&1 \
         && echo "done: $0 seed $2" || echo "FAILED: $0 seed $2 (see $log)"'
