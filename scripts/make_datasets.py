@@ -24,6 +24,16 @@ from pathlib import Path
 from embodied_rl import cli
 
 
+def expert_step(text: str) -> int | str:
+    """--expert-step: a checkpoint step or `best`."""
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a checkpoint step or 'best', got {text!r}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from embodied_rl.pipelines.offline_datasets import METAWORLD_TASKS, METAWORLD_TIERS, SAC_RUN_TIERS
 
@@ -81,9 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mujoco.add_argument("--medium-step", type=int, default=None, help="use this checkpoint step as medium")
     mujoco.add_argument(
         "--expert-step",
-        type=int,
+        type=expert_step,
         default=None,
-        help="use this checkpoint step as expert (default: the final one; SAC's return can dip at the end)",
+        help="use this checkpoint step as expert, or 'best': the highest-scoring checkpoint (--select) "
+        "(default: the final one; SAC's return can dip at the end)",
     )
     mujoco.add_argument(
         "--select",

@@ -518,6 +518,32 @@ def test_expert_step_names_the_expert_checkpoint(tiny_run):
         script.main(["mujoco", "--run", str(tiny_run), "--episodes", "1", "--no-progress", "--expert-step", "250"])
 
 
+def test_best_expert_step_is_the_highest_scoring_checkpoint(tiny_run, tmp_path):
+    run_dir = tmp_path / "rescored"
+    shutil.copytree(tiny_run, run_dir)
+    lines = (run_dir / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    column, step = header.index("eval/return_mean"), header.index("step")
+    logged = {"100": "5.0", "200": "9.0", "300": "1.0"}  # the middle checkpoint is the best, not the final one
+
+    def rescored(line):
+        cells = line.split(",")
+        if cells[column] != "" and cells[step] in logged:
+            cells[column] = logged[cells[step]]
+        return ",".join(cells)
+
+    (run_dir / "metrics.csv").write_text("\n".join([lines[0], *map(rescored, lines[1:])]) + "\n")
+    script = load_script("make_datasets")
+    args = ["mujoco", "--run", str(run_dir), "--episodes", "1", "--no-progress", "--reference-episodes", "1"]
+    built = script.main([*args, "--tiers", "medium,expert", "--expert-step", "best", "--overwrite"])
+    rows = {row["tier"]: row for row in built}
+    recipe = open_dataset(rows["expert"]["dataset_id"]).storage.metadata["embodied_rl"]["recipe"]
+    assert recipe["expert_step"] == 200 and recipe["medium_step"] == 100  # 5.0 >= 9.0 / 3
+    assert recipe["checkpoint"].endswith("step_000000200.pt")
+    with pytest.raises(SystemExit):  # argparse: neither a step nor `best`
+        script.main([*args, "--expert-step", "highest"])
+
+
 def test_expert_step_without_logged_evaluation_is_a_clear_error(tiny_run, tmp_path):
     run_dir = tmp_path / "unlogged"
     shutil.copytree(tiny_run, run_dir)

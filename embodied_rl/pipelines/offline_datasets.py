@@ -511,11 +511,12 @@ def sac_run_tiers(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "cpu",
-    expert_step: int | None = None,
+    expert_step: int | str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The D4RL tiers from the SAC run in `run_dir` (trained with `trainer.keep_checkpoints=0` so that every
-    checkpoint is kept). The expert is the final checkpoint unless `expert_step` names another. Returns one
-    summary row per tier and the checkpoint choice (scores, medium and expert steps)."""
+    checkpoint is kept). The expert is the final checkpoint unless `expert_step` names another, or is "best":
+    the checkpoint with the highest score (`select`; scored before anything is built, even when every tier
+    exists). Returns one summary row per tier and the checkpoint choice (scores, medium and expert steps)."""
     from omegaconf import OmegaConf
 
     from embodied_rl.envs import make_env, to_env_config
@@ -544,6 +545,16 @@ def sac_run_tiers(
             "the locomotion tiers need a run trained with env.obs_mode=state"
         )
     final = max(checkpoints)
+    scores: dict[int, float] = {}
+    if expert_step == "best":  # the scores decide the expert, which names the datasets' recipe: score first
+        scoring_env = make_env(env_cfg)
+        try:
+            scores = checkpoint_scores(run_dir, checkpoints, scoring_env, select, eval_episodes, seed, progress)
+        finally:
+            scoring_env.close()
+        expert_step = max(scores, key=scores.__getitem__)
+    elif isinstance(expert_step, str):
+        raise RecipeError(f"expert step must be a checkpoint step or 'best', got {expert_step!r}")
     expert = final if expert_step is None else expert_step
     for what, step in (("expert", expert), ("medium", medium_step)):
         if step is not None and step not in checkpoints:
@@ -575,9 +586,8 @@ def sac_run_tiers(
     env = make_env(env_cfg)
     try:
         needs_medium = set(MEDIUM_TIERS) & set(todo)
-        scores = {}
         if needs_medium and medium_step is None:
-            scores = checkpoint_scores(run_dir, checkpoints, env, select, eval_episodes, seed, progress)
+            scores = scores or checkpoint_scores(run_dir, checkpoints, env, select, eval_episodes, seed, progress)
             if expert not in scores:
                 raise RecipeError(
                     f"metrics.csv of {run_dir} has no eval/return_mean at the expert step {expert}; "
