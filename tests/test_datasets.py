@@ -518,21 +518,28 @@ def test_expert_step_names_the_expert_checkpoint(tiny_run):
         script.main(["mujoco", "--run", str(tiny_run), "--episodes", "1", "--no-progress", "--expert-step", "250"])
 
 
-def test_best_expert_step_is_the_highest_scoring_checkpoint(tiny_run, tmp_path):
-    run_dir = tmp_path / "rescored"
-    shutil.copytree(tiny_run, run_dir)
-    lines = (run_dir / "metrics.csv").read_text().splitlines()
+def copy_with_eval_returns(run_dir: Path, to: Path, returns: dict[int, float | None]) -> Path:
+    """A copy of the run at `to` whose metrics.csv logs `returns[step]` as eval/return_mean at each step named
+    there (None: that evaluation row is dropped); other rows are kept."""
+    shutil.copytree(run_dir, to)
+    lines = (to / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
     column, step = header.index("eval/return_mean"), header.index("step")
-    logged = {"100": "5.0", "200": "9.0", "300": "1.0"}  # the middle checkpoint is the best, not the final one
-
-    def rescored(line):
+    kept = [lines[0]]
+    for line in lines[1:]:
         cells = line.split(",")
-        if cells[column] != "" and cells[step] in logged:
-            cells[column] = logged[cells[step]]
-        return ",".join(cells)
+        if cells[column] != "" and int(cells[step]) in returns:
+            if returns[int(cells[step])] is None:
+                continue
+            cells[column] = str(returns[int(cells[step])])
+        kept.append(",".join(cells))
+    (to / "metrics.csv").write_text("\n".join(kept) + "\n")
+    return to
 
-    (run_dir / "metrics.csv").write_text("\n".join([lines[0], *map(rescored, lines[1:])]) + "\n")
+
+def test_best_expert_step_is_the_highest_scoring_checkpoint(tiny_run, tmp_path):
+    # the middle checkpoint is the best, not the final one
+    run_dir = copy_with_eval_returns(tiny_run, tmp_path / "rescored", {100: 5.0, 200: 9.0, 300: 1.0})
     script = load_script("make_datasets")
     args = ["mujoco", "--run", str(run_dir), "--episodes", "1", "--no-progress", "--reference-episodes", "1"]
     built = script.main([*args, "--tiers", "medium,expert", "--expert-step", "best", "--overwrite"])
@@ -545,17 +552,7 @@ def test_best_expert_step_is_the_highest_scoring_checkpoint(tiny_run, tmp_path):
 
 
 def test_expert_step_without_logged_evaluation_is_a_clear_error(tiny_run, tmp_path):
-    run_dir = tmp_path / "unlogged"
-    shutil.copytree(tiny_run, run_dir)
-    metrics = (run_dir / "metrics.csv").read_text().splitlines()
-    header = metrics[0].split(",")
-    column, step = header.index("eval/return_mean"), header.index("step")
-
-    def unlogged(line):  # the evaluation row of step 200
-        cells = line.split(",")
-        return cells[step] == "200" and cells[column] != ""
-
-    (run_dir / "metrics.csv").write_text("\n".join(line for line in metrics if not unlogged(line)) + "\n")
+    run_dir = copy_with_eval_returns(tiny_run, tmp_path / "unlogged", {200: None})  # no evaluation row at 200
     script = load_script("make_datasets")
     args = ["mujoco", "--run", str(run_dir), "--episodes", "1", "--no-progress", "--expert-step", "200"]
     with pytest.raises(SystemExit, match="no eval/return_mean at the expert step 200"):
