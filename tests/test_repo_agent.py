@@ -1,7 +1,7 @@
 """RePo agent (embodied_rl.agents.repo): update metrics, gradient isolation (behaviour losses never train the world
 model; RePo's probe decoder never trains encoder / RSSM; Dreamer's decoder does), dual ascent on beta, per-env
-recurrent state, action bounds, save/load, lambda-returns, the actor learning a known reward's best action, config file, compiled == eager (slow). Tiny networks,
-64x64 images, batches of 2 sequences of 6 steps, on CPU."""
+recurrent state, action bounds, save/load, lambda-returns, the actor learning a known reward's best action, config
+file, compiled == eager (slow). Tiny networks, 64x64 images, batches of 2 sequences of 6 steps, on CPU."""
 
 from __future__ import annotations
 
